@@ -69,7 +69,7 @@ REPORT_FD = 3                # the child's private report pipe
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
-MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 32, 4096, 8192, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
 _libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
@@ -217,19 +217,51 @@ class Zygote:
     """A clean interpreter that forks the sandboxed runs of one job at a time (see zygote_main)."""
 
     def __init__(self, slot):
-        self.slot = slot
         uid = UID_BASE + 64 * (os.getpid() % 4_000_000) + slot
         self.proc = subprocess.Popen([sys.executable, "-I", os.path.abspath(__file__), "--zygote", str(uid)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_clean_env(),
                                      cwd="/", start_new_session=True)
-        hello = _recv(self.proc.stdout.fileno(), time.monotonic() + 60)
+        self.to_zygote, self.from_zygote = self.proc.stdin.fileno(), self.proc.stdout.fileno()
+        hello = _recv(self.from_zygote, time.monotonic() + 60)
         if not hello or "isolation" not in hello:
-            raise RuntimeError(f"execute.py zygote {slot} failed to start")
+            raise RuntimeError(f"execute.py could not start its sandbox process {slot}")
         self.isolation = hello["isolation"]
 
-    def run(self, request, budget):
-        _send(self.proc.stdin.fileno(), request)
-        return _recv(self.proc.stdout.fileno(), time.monotonic() + budget)
+    def run(self, job, timeout, memory_mb, fail_fast):
+        """Run one job. The zygote gets the program and the test inputs only: expected outputs stay in this
+        process, which judges each case as it is reported and tells the zygote whether to go on."""
+        tests = job["tests"]
+        cases = tests.get("cases", [])
+        inputs = [{k: c[k] for k in ("input", "args", "args_py") if k in c} for c in cases]
+        _send(self.to_zygote, {"code": job["code"], "tests": dict(tests, cases=inputs), "timeout": timeout,
+                               "memory_mb": memory_mb})
+        budget = time.monotonic() + timeout * max(1, len(cases)) + 2 * max(1, len(cases)) + 30
+        passed, first_failure, outputs = 0, None, [None] * len(cases)
+        while True:
+            message = _recv(self.from_zygote, budget)
+            if message is None:
+                raise EOFError("the sandbox process exited")
+            if "end" not in message:          # one case's outcome
+                failure = _judge_case(tests, message, outputs)
+                if failure is None:
+                    passed += 1
+                elif first_failure is None:
+                    first_failure = failure
+                _send(self.to_zygote, {"go_on": failure is None or not fail_fast})
+                continue
+            end = message["end"]
+            if end.get("done"):                 # assert / unittest report their own tally
+                status, passed, total, detail = end["done"]
+                return {"status": status, "passed": passed, "total": total, "detail": detail}
+            if first_failure is None and end.get("error"):
+                first_failure = end["error"]
+            total = len(cases) if cases else 1
+            result = ({"status": "passed", "passed": passed, "total": total, "detail": ""} if first_failure is None
+                      else {"status": first_failure["status"], "passed": passed, "total": total,
+                            "detail": first_failure["detail"]})
+            if any("expected" not in c for c in cases) and tests["type"] == "call":
+                result["outputs"] = outputs
+            return result
 
     def close(self):
         if self.proc.poll() is None:
@@ -237,23 +269,39 @@ class Zygote:
         self.proc.wait()
 
 
+def _judge_case(tests, message, outputs):
+    """The parent's verdict on one reported case: None if it passed, else {"status", "detail"}."""
+    index = message["index"]
+    case, atol = tests["cases"][index], float(tests.get("atol", 0))
+    if message.get("error"):
+        return {"status": message["error"]["status"], "detail": f"case {index}: {message['error']['detail']}"}
+    if tests["type"] == "stdio":
+        if stdout_matches(message["stdout"], case["output"], atol):
+            return None
+        return {"status": "failed", "detail": f"case {index}: expected {_clip(case['output'])!r}, "
+                                              f"got {_clip(message['stdout'])!r}"}
+    if "expected" not in case:                  # record mode: the caller wants the output itself
+        outputs[index] = message["value"]
+        return None
+    if plain_equal(message["value"], case["expected"], atol):
+        return None
+    return {"status": "failed", "detail": f"case {index}: expected {_clip(json.dumps(case['expected']))}, "
+                                          f"got {_clip(json.dumps(message['value']))}"}
+
+
 class Pool:
-    """K zygotes and a lock-free handout: each worker thread owns one zygote."""
+    """K zygotes; worker thread k owns zygote k."""
 
     def __init__(self, workers):
         self.zygotes = [Zygote(i) for i in range(workers)]
         self.isolation = self.zygotes[0].isolation
 
-    def run_one(self, slot, request, budget):
-        zygote = self.zygotes[slot]
+    def run_one(self, slot, job, timeout, memory_mb, fail_fast):
         try:
-            result = zygote.run(request, budget)
-            if result is None:
-                raise EOFError("the zygote exited")
-            return result
-        except (TimeoutError, EOFError, OSError, ValueError) as e:
+            return self.zygotes[slot].run(job, timeout, memory_mb, fail_fast)
+        except (TimeoutError, EOFError, OSError, ValueError, KeyError, TypeError) as e:
             # The zygote is trusted code, so this is our fault, never the model's: report it and start a new one.
-            zygote.close()
+            self.zygotes[slot].close()
             self.zygotes[slot] = Zygote(slot)
             return {"status": "harness_error", "passed": 0, "total": 0, "detail": f"runner failure: {e!r}"}
 
@@ -283,11 +331,6 @@ def isolation(workers=None):
     return start_pool(workers).isolation
 
 
-def _job_budget(tests, timeout):
-    cases = len(tests.get("cases", [])) if isinstance(tests, dict) else 0
-    return timeout * max(1, cases) + 2 * max(1, cases) + 30
-
-
 def run_jobs(jobs, workers=None, timeout=3.0, memory_mb=2048, fail_fast=False, progress=False):
     """Run every job in the sandbox; return one result dict per job, in order (see the module docstring)."""
     pool = start_pool(workers)
@@ -311,9 +354,7 @@ def run_jobs(jobs, workers=None, timeout=3.0, memory_mb=2048, fail_fast=False, p
             if problem is not None:
                 result = {"status": "harness_error", "passed": 0, "total": 0, "detail": f"invalid job: {problem}"}
             else:
-                request = {"code": job["code"], "tests": job["tests"], "timeout": float(timeout),
-                           "memory_mb": int(memory_mb), "fail_fast": bool(fail_fast)}
-                result = pool.run_one(slot, request, _job_budget(job["tests"], timeout))
+                result = pool.run_one(slot, job, float(timeout), int(memory_mb), bool(fail_fast))
             results[i] = {"id": job.get("id") if isinstance(job, dict) else None, **result}
             if bar is not None:
                 bar.update(1)
@@ -367,18 +408,25 @@ def zygote_main(uid):
         if request is None:
             os.rmdir(state["scratch"])
             os._exit(0)
+        def ask_parent(message):
+            _send(out_fd, message)
+            answer = _recv(in_fd)
+            if answer is None:
+                os._exit(0)
+            return answer["go_on"]
+
         try:
-            result = run_job_in_zygote(request, state)
+            end = run_job_in_zygote(request, state, ask_parent)
         except Exception as e:  # a bug of ours: never a verdict on the model
             import traceback
-            result = {"status": "harness_error", "passed": 0, "total": 0,
-                      "detail": f"runner error: {e!r} {traceback.format_exc(limit=3)[-400:]}"}
-        _send(out_fd, result)
+            end = {"error": {"status": "harness_error",
+                             "detail": f"runner error: {e!r} {traceback.format_exc(limit=3)[-400:]}"}}
+        _send(out_fd, {"end": end})
 
 
 def _setup_zygote_isolation(uid):
     """Decide, by trying, which isolation this machine allows; the description is what users see."""
-    mode = {"pid_ns": False, "mount_ns": False, "net_ns": False, "uid": None}
+    mode = {"pid_ns": False, "mount_ns": False, "net_ns": False, "uid": None, "reveal": []}
     parts = []
     if os.geteuid() == 0 and _libc is not None:
         try:
@@ -387,7 +435,11 @@ def _setup_zygote_isolation(uid):
         except OSError:
             pass
         mode["pid_ns"] = mode["mount_ns"] = _probe_namespaces()
-        mode["uid"] = uid
+        mode["reveal"] = _unreachable_library_dirs()
+        # Another uid must be able to import the rest of the standard library and site-packages. With a mount
+        # namespace we re-expose them (see _child); without one, switching uid would break every lazy import.
+        if mode["mount_ns"] or not mode["reveal"]:
+            mode["uid"] = uid
     if mode["pid_ns"]:
         parts.append("PID+mount namespaces per run (private /proc, tmpfs cwd, shared temp dirs read-only)")
     else:
@@ -424,6 +476,39 @@ def _probe_namespaces():
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
 
 
+def _unreachable_library_dirs():
+    """Directories Python imports from that an unprivileged uid cannot reach (e.g. a pyenv install under a 0700
+    /root), as (closed ancestor, [dirs below it]) pairs."""
+    needed = {os.path.realpath(p) for p in sys.path if p and os.path.isdir(p)}
+    needed = sorted(p for p in needed if not any(p.startswith(q + os.sep) for q in needed))
+    hidden = {}
+    for path in needed:
+        ancestor = "/"
+        for part in path.strip("/").split("/")[:-1]:
+            ancestor = os.path.join(ancestor, part)
+            if not os.stat(ancestor).st_mode & 0o001:     # others may not traverse it
+                hidden.setdefault(ancestor, []).append(path)
+                break
+    return sorted(hidden.items())
+
+
+def _reveal(scratch, hidden):
+    """Inside the run's mount namespace: cover each closed ancestor with an empty tmpfs and bind back only the
+    library directories below it. The rest of that ancestor (e.g. /root/.ssh, /root/.cache) stays invisible."""
+    staged = []
+    for i, (ancestor, dirs) in enumerate(hidden):
+        for j, path in enumerate(dirs):
+            stage = os.path.join(scratch, f".stage{i}.{j}")
+            os.mkdir(stage)
+            _mount(path, stage, None, MS_BIND | MS_REC)
+            staged.append((stage, path))
+        _mount("tmpfs", ancestor, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+    for stage, path in staged:
+        os.makedirs(path, exist_ok=True)
+        _mount(stage, path, None, MS_MOVE)
+        os.rmdir(stage)
+
+
 def _make_scratch_dir():
     import tempfile
     path = tempfile.mkdtemp(prefix="recode-exec-")
@@ -440,9 +525,16 @@ def _vm_size():
 
 
 def _snapshot_modules():
-    """name -> (module, copy of its namespace), for every module loaded before any program runs."""
-    return {name: (module, dict(module.__dict__)) for name, module in list(sys.modules.items())
-            if module is not None and hasattr(module, "__dict__")}
+    """name -> (module, copy of its namespace, [(class, copy of its namespace)] for the Python classes it defines),
+    for every module loaded before any program runs. The classes matter: unittest.TestCase.assertEqual lives there."""
+    snapshot = {}
+    for name, module in list(sys.modules.items()):
+        if module is None or not hasattr(module, "__dict__"):
+            continue
+        classes = [(c, dict(vars(c))) for c in list(vars(module).values()) if isinstance(c, type)
+                   and c.__flags__ & (1 << 9) and getattr(c, "__module__", None) == name]
+        snapshot[name] = (module, dict(module.__dict__), classes)
+    return snapshot
 
 
 def _all_classes():
@@ -465,91 +557,38 @@ def _library_dirs():
     return tuple(sorted(d + os.sep for d in dirs))
 
 
-def run_job_in_zygote(request, state):
-    code, tests, timeout = request["code"], request["tests"], request["timeout"]
-    fail_fast, kind = request["fail_fast"], tests["type"]
-    limits = {"timeout": timeout, "memory_mb": request["memory_mb"]}
-    if kind == "stdio":
-        return _run_stdio(code, tests, limits, fail_fast, state)
-    if kind == "call":
-        return _run_call(code, tests, limits, fail_fast, state)
-    run = sandbox_run({"kind": kind, "code": code, "program": tests["program"]}, b"", limits, state, n_cases=1)
-    if run["error"]:
-        return run["error"]
-    done = run["reports"].get("done")
-    if done is None:
-        return _failure_without_report(run, total=1)
-    status, passed, total, detail = done
-    return {"status": status, "passed": passed, "total": total, "detail": detail}
-
-
-def _run_stdio(code, tests, limits, fail_fast, state):
-    cases, atol = tests["cases"], float(tests.get("atol", 0))
-    passed, first_failure = 0, None
-    for i, case in enumerate(cases):
-        run = sandbox_run({"kind": "stdio", "code": code}, case["input"].encode(), limits, state, n_cases=1)
-        verdict = run["error"]
-        if verdict is None:
-            reports = run["reports"]
-            clean_exit = "exit" in reports or run["exit_code"] == 0
-            if "error" in reports:
-                verdict = {"status": "runtime_error", "detail": reports["error"]}
-            elif not clean_exit:
-                verdict = _failure_without_report(run, total=1)
-            elif not stdout_matches(run["stdout"], case["output"], atol):
-                verdict = {"status": "failed", "detail": f"case {i}: expected {_clip(case['output'])!r}, "
-                                                         f"got {_clip(run['stdout'])!r}"}
-        if verdict is None:
-            passed += 1
-        elif first_failure is None:
-            first_failure = dict(verdict, detail=f"case {i}: {verdict['detail']}"
-                                 if not verdict["detail"].startswith("case") else verdict["detail"])
-            if fail_fast or verdict["status"] == "syntax_error":
+def run_job_in_zygote(request, state, ask_parent):
+    """Run one job's sandboxed runs; report each case through ask_parent(message) -> go on?; return the end."""
+    code, tests = request["code"], request["tests"]
+    limits = {"timeout": request["timeout"], "memory_mb": request["memory_mb"]}
+    kind = tests["type"]
+    if kind == "stdio":     # one fresh run per case, real stdin through a pipe
+        for index, case in enumerate(tests["cases"]):
+            run = sandbox_run({"kind": "stdio", "code": code}, case["input"].encode(), limits, state)
+            error = run["error"]
+            if error is None and "error" in run["reports"]:
+                error = {"status": _status_of_error(run["reports"]["error"]), "detail": run["reports"]["error"]}
+            elif error is None and "exit" not in run["reports"] and run["exit_code"] != 0:
+                error = _failure_without_report(run)
+            if error and error["status"] == "syntax_error":
+                return {"error": error}
+            if not ask_parent({"index": index, "error": error, "stdout": run["stdout"]}):
                 break
-    return _aggregate(passed, len(cases), first_failure)
-
-
-def _run_call(code, tests, limits, fail_fast, state):
-    cases, atol = tests["cases"], float(tests.get("atol", 0))
-    payload = {"kind": "call", "code": code, "fn_name": tests["fn_name"],
-               "cases": [{k: c[k] for k in ("args", "args_py") if k in c} for c in cases]}  # expected stays here
-    outputs = [None] * len(cases)
-    tally = {"passed": 0, "first_failure": None}
-
-    def on_case(index, ok, value):
-        case = cases[index]
-        if not ok:
-            verdict = {"status": "runtime_error", "detail": f"case {index}: {value}"}
-        elif "expected" not in case:          # record mode: the caller wants the output itself
-            outputs[index], verdict = value, None
-        elif plain_equal(value, case["expected"], atol):
-            verdict = None
-        else:
-            verdict = {"status": "failed", "detail": f"case {index}: expected {_clip(json.dumps(case['expected']))}"
-                                                     f", got {_clip(json.dumps(value))}"}
-        if verdict is None:
-            tally["passed"] += 1
-            return True
-        if tally["first_failure"] is None:
-            tally["first_failure"] = verdict
-        return not fail_fast
-
-    run = sandbox_run(payload, b"", limits, state, n_cases=len(cases), on_case=on_case)
-    first_failure = tally["first_failure"]
-    if first_failure is None and run["error"] is not None:
-        first_failure = run["error"]
-    elif first_failure is None and run["reports"]["cases_done"] < len(cases) and not run["stopped_early"]:
-        first_failure = _failure_without_report(run, total=len(cases))
-    result = _aggregate(tally["passed"], len(cases), first_failure)
-    if any("expected" not in c for c in cases):
-        result["outputs"] = outputs
-    return result
-
-
-def _aggregate(passed, total, first_failure):
-    if first_failure is None:
-        return {"status": "passed", "passed": passed, "total": total, "detail": ""}
-    return {"status": first_failure["status"], "passed": passed, "total": total, "detail": first_failure["detail"]}
+        return {}
+    if kind == "call":      # one run for all cases; the parent judges each as it arrives
+        payload = {"kind": "call", "code": code, "fn_name": tests["fn_name"], "cases": tests["cases"]}
+        run = sandbox_run(payload, b"", limits, state, on_case=ask_parent)
+        if run["error"]:
+            return {"error": run["error"]}
+        if run["reports"]["cases_done"] < len(tests["cases"]) and not run["stopped_early"]:
+            return {"error": _failure_without_report(run)}
+        return {}
+    run = sandbox_run({"kind": kind, "code": code, "program": tests["program"]}, b"", limits, state)
+    if run["error"]:
+        return {"error": run["error"]}
+    if "done" not in run["reports"]:
+        return {"error": _failure_without_report(run)}
+    return {"done": run["reports"]["done"]}
 
 
 def _clip(text, n=200):
@@ -557,29 +596,28 @@ def _clip(text, n=200):
     return text if len(text) <= n else text[:n] + f"...(+{len(text) - n} chars)"
 
 
-def _failure_without_report(run, total):
-    """The child ended without reporting: explain how, from its wait status and stderr."""
-    code = run["exit_code"]
-    tail = run["stderr"].strip().splitlines()[-1:] if run["stderr"].strip() else []
-    if run["reports"].get("syntax"):
-        return {"status": "syntax_error", "passed": 0, "total": total, "detail": run["reports"]["syntax"]}
-    if run["reports"].get("error"):
-        return {"status": _status_of_error(run["reports"]["error"]), "passed": 0, "total": total,
-                "detail": run["reports"]["error"]}
+def _failure_without_report(run):
+    """The child ended without reporting: explain how, from what it did report, its wait status and stderr."""
+    reports, code = run["reports"], run["exit_code"]
+    if reports.get("syntax"):
+        return {"status": "syntax_error", "detail": reports["syntax"]}
+    if reports.get("error"):
+        return {"status": _status_of_error(reports["error"]), "detail": reports["error"]}
     if code is not None and code < 0:
         name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
-        status = "memory" if -code == signal.SIGKILL else "runtime_error"
-        why = f"killed by {name}" + (" (likely out of memory)" if status == "memory" else "")
-        return {"status": status, "passed": 0, "total": total, "detail": why}
-    why = f"exited with code {code} before the tests reported" + (f": {tail[0]}" if tail else "")
-    return {"status": "failed", "passed": 0, "total": total, "detail": _clip(why)}
+        if -code == signal.SIGKILL:
+            return {"status": "memory", "detail": f"killed by {name} (likely out of memory)"}
+        return {"status": "runtime_error", "detail": f"killed by {name}"}
+    tail = run["stderr"].strip().splitlines()[-1:]
+    return {"status": "failed", "detail": _clip(f"exited with code {code} before the tests reported"
+                                                + (f": {tail[0]}" if tail else ""))}
 
 
 def _status_of_error(text):
     return "memory" if text.startswith("MemoryError") else "runtime_error"
 
 
-def sandbox_run(payload, stdin_data, limits, state, n_cases, on_case=None):
+def sandbox_run(payload, stdin_data, limits, state, on_case=None):
     """Fork one sandboxed child, feed it, watch it, kill it; return what it reported and how it ended."""
     nonce = os.urandom(16).hex()
     pipes = [os.pipe() for _ in range(4)]   # stdin, stdout, stderr, report
@@ -671,20 +709,15 @@ def sandbox_run(payload, stdin_data, limits, state, n_cases, on_case=None):
     error = None
     if not reports.get("ready"):
         why = streams[err_r].decode(errors="replace").strip()[-300:]
-        if timed_out:
-            error = {"status": "timeout", "passed": 0, "total": n_cases, "detail": "timed out before starting"}
-        else:
-            error = {"status": "harness_error", "passed": 0, "total": n_cases,
-                     "detail": f"sandbox setup failed: {why or exit_code}"}
+        error = ({"status": "timeout", "detail": "timed out before starting"} if timed_out else
+                 {"status": "harness_error", "detail": f"sandbox setup failed: {why or exit_code}"})
     elif timed_out:
-        error = {"status": "timeout", "passed": 0, "total": n_cases,
-                 "detail": f"exceeded the {timeout:g} s limit" + (f" (case {reports['cases_done']})"
-                                                                   if n_cases > 1 else "")}
+        where = f" (case {reports['cases_done']})" if payload["kind"] == "call" else ""
+        error = {"status": "timeout", "detail": f"exceeded the {timeout:g} s limit{where}"}
     elif overflow:
-        error = {"status": "runtime_error", "passed": 0, "total": n_cases,
-                 "detail": f"printed more than {STDOUT_LIMIT} bytes"}
-    if reports.get("syntax") and error is None:
-        error = {"status": "syntax_error", "passed": 0, "total": n_cases, "detail": reports["syntax"]}
+        error = {"status": "runtime_error", "detail": f"printed more than {STDOUT_LIMIT} bytes"}
+    elif reports.get("syntax"):
+        error = {"status": "syntax_error", "detail": reports["syntax"]}
     return {"error": error, "reports": reports, "exit_code": exit_code, "stopped_early": stopped_early,
             "stdout": streams[out_r].decode(errors="replace"), "stderr": streams[err_r].decode(errors="replace")}
 
@@ -704,7 +737,8 @@ def _parse_reports(buf, nonce, reports, on_case):
             index, ok, value = json.loads(body)
             reports["cases_done"] += 1
             reset = True
-            if on_case is not None and not on_case(index, ok, value):
+            error = None if ok else {"status": _status_of_error(value), "detail": value}
+            if on_case is not None and not on_case({"index": index, "error": error, "value": value if ok else None}):
                 keep_going = False
                 break
         elif kind == "done":
@@ -814,6 +848,7 @@ def _child(payload, fds, nonce, limits, state):
             owner = mode["uid"] if mode["uid"] is not None else 0
             _mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV,
                    f"size={SCRATCH_MB}m,mode=0700,uid={owner},gid={owner}")
+            _reveal(scratch, mode["reveal"])
             _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         elif mode["uid"] is not None:
             os.chown(scratch, mode["uid"], mode["uid"])
@@ -1009,15 +1044,23 @@ def to_plain(value, depth=0):
     raise TypeError(f"result of type {t.__qualname__} is not plain data (use builtin types)")
 
 
-def _restore_interpreter(saved_modules, _modules=sys.modules, _listdir=os.listdir, _len=len):
-    """Put back every attribute the program replaced in RESTORED_MODULES (this file's own functions included), and
-    refuse to test with the program's threads still running (they could patch things mid-test). Unconditional, and
-    using only what was bound when this file was loaded, so that nothing the program patched can skip it."""
-    for module, saved in saved_modules:
+def _restore_interpreter(saved_modules, _modules=sys.modules, _listdir=os.listdir, _len=len,
+                         _setattr=type.__setattr__, _delattr=type.__delattr__):
+    """Put back every attribute the program replaced in the given modules and their classes, and refuse to test
+    with the program's threads still running (they could patch things mid-test). Using only what was bound when
+    this file was loaded, so that nothing the program patched can skip it."""
+    for module, saved, classes in saved_modules:
         namespace = module.__dict__
         namespace.clear()
         namespace.update(saved)
         _modules[saved["__name__"]] = module
+        for cls, saved_attrs in classes:
+            current = cls.__dict__
+            for key in [k for k in current if k not in saved_attrs]:
+                _delattr(cls, key)
+            for key, value in saved_attrs.items():
+                if key not in ("__dict__", "__weakref__") and current.get(key) is not value:
+                    _setattr(cls, key, value)
     if _len(_listdir("/proc/self/task")) > 1:
         return "the program left threads running before the tests"
     return None

@@ -1,0 +1,347 @@
+"""Tests for execute.py: verdicts for each test kind, comparison rules, bad input, and an adversarial corpus.
+
+The corpus runs in a throwaway PID namespace of its own (`unshare --pid --fork`), so that a program escaping the
+sandbox while the runner is being changed kills only that namespace, never the shell or CI running the tests:
+
+    python -m pytest -q tests/test_execute.py
+    python tests/test_execute.py --corpus      # the corpus alone, printing one JSON report (used by the test)
+"""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import execute  # noqa: E402
+
+ADD_TESTS = {"type": "assert", "program": "def check(candidate):\n    assert candidate(1, 2) == 3\n"
+                                          "    assert candidate(-1, 1) == 0\n\ncheck(add)\n"}
+RIGHT_ADD = "def add(a, b):\n    return a + b\n"
+
+
+def run(code, tests, **kw):
+    kw.setdefault("timeout", 2.0)
+    return execute.run_jobs([{"id": 0, "code": code, "tests": tests}], workers=2, **kw)[0]
+
+
+# ---- verdicts per kind: right, wrong, crashing, slow, non-terminating ------------------------------------------
+
+def test_assert_verdicts():
+    assert run(RIGHT_ADD, ADD_TESTS)["status"] == "passed"
+    wrong = run("def add(a, b):\n    return a - b\n", ADD_TESTS)
+    assert wrong["status"] == "failed" and "assert candidate(1, 2) == 3" in wrong["detail"]
+    assert run("def add(a, b):\n    return a / 0\n", ADD_TESTS)["status"] == "runtime_error"
+    assert run("def add(a, b)\n    return a\n", ADD_TESTS)["status"] == "syntax_error"
+    slow = "import time\ndef add(a, b):\n    time.sleep(0.5)\n    return a + b\n"
+    assert run(slow, ADD_TESTS)["status"] == "passed"
+    assert run("while True:\n    pass\n", ADD_TESTS, timeout=1.0)["status"] == "timeout"
+    assert run("x = bytearray(1 << 33)\n" + RIGHT_ADD, ADD_TESTS)["status"] == "memory"
+
+
+def test_stdio_verdicts_and_real_stdin():
+    tests = {"type": "stdio", "cases": [{"input": "1 2\n", "output": "3\n"}, {"input": "10 -4\n", "output": "6"}]}
+    assert run("a, b = map(int, input().split())\nprint(a + b)\n", tests)["status"] == "passed"
+    # the idioms that stdin mocks break: iteration, sys.stdin.buffer, sys.exit(0) after printing
+    assert run("import sys\nfor line in sys.stdin:\n    a, b = map(int, line.split())\n    print(a + b)\n",
+               tests)["status"] == "passed"
+    assert run("import sys\na, b = map(int, sys.stdin.buffer.readline().split())\nprint(a + b)\nsys.exit(0)\n",
+               tests)["status"] == "passed"
+    wrong = run("a, b = map(int, input().split())\nprint(a * b)\n", tests)
+    assert wrong["status"] == "failed" and wrong["passed"] == 0 and wrong["total"] == 2
+    assert run("print(int(input().split()[0]) // 0)\n", tests)["status"] == "runtime_error"
+    assert run("import sys\nsys.exit(3)\n", tests)["status"] == "runtime_error"
+    assert run("while True:\n    pass\n", tests, timeout=0.5)["status"] == "timeout"
+
+
+def test_stdio_comparison_rule():
+    assert execute.stdout_matches("  3 \n4\n\n", "3\n4")
+    assert execute.stdout_matches("1.50 2", "1.5 2")            # token-wise exact decimals, as LiveCodeBench
+    assert not execute.stdout_matches("1.5000001", "1.5")
+    assert execute.stdout_matches("1.5000001", "1.5", atol=1e-6)
+    assert not execute.stdout_matches("3\n4", "3 4")
+    assert not execute.stdout_matches("YES", "yes")
+
+
+def test_call_verdicts_fail_fast_and_record_mode():
+    tests = {"type": "call", "fn_name": "f", "cases": [{"args": [1], "expected": 2}, {"args": [2], "expected": 5},
+                                                      {"args": [3], "expected": 4}]}
+    r = run("def f(x):\n    return x + 1\n", tests)
+    assert (r["status"], r["passed"], r["total"]) == ("failed", 2, 3)
+    r = run("def f(x):\n    return x + 1\n", tests, fail_fast=True)
+    assert (r["status"], r["passed"]) == ("failed", 1)
+    assert run("def f(x):\n    return 1 / 0\n", tests)["status"] == "runtime_error"
+    assert run("def f(x):\n    while True: pass\n", tests, timeout=0.5)["status"] == "timeout"
+    # LeetCode style, args as a Python literal (tuples and sets survive), record mode returns plain outputs
+    rec = {"type": "call", "fn_name": "g", "cases": [{"args_py": "[(1, 2), {3}]"}]}
+    r = run("class Solution:\n    def g(self, t, s):\n        return (type(t).__name__, sorted(s), {2, 1})\n", rec)
+    assert r["status"] == "passed" and r["outputs"] == [["tuple", [3], [1, 2]]]
+    floats = {"type": "call", "fn_name": "h", "cases": [{"args": [], "expected": 0.3}], "atol": 1e-9}
+    assert run("def h():\n    return 0.1 + 0.2\n", floats)["status"] == "passed"
+    assert run("def h():\n    return 0.1 + 0.2\n", dict(floats, atol=0))["status"] == "failed"
+
+
+def test_call_expected_values_never_enter_the_child():
+    tests = {"type": "call", "fn_name": "f", "cases": [{"args": [1], "expected": "zebra-7781"}]}
+    spy = ("import gc, sys\n"
+           "def f(x):\n"
+           "    for o in gc.get_objects():\n"
+           "        for v in (o.values() if isinstance(o, dict) else o if isinstance(o, (list, tuple)) else ()):\n"
+           "            if isinstance(v, str) and v.startswith('zebra-') and v != 'zebra-':\n"
+           "                return v\n"
+           "    return 'not found'\n")
+    r = run(spy, tests)
+    assert r["status"] == "failed" and "not found" in r["detail"]
+
+
+def test_call_refuses_objects_that_define_equality():
+    tests = {"type": "call", "fn_name": "f", "cases": [{"args": [1], "expected": 2}]}
+    hack = "class A(int):\n    def __eq__(self, o): return True\ndef f(x):\n    return A(7)\n"
+    r = run(hack, tests)
+    assert r["status"] == "runtime_error" and "not plain data" in r["detail"]
+
+
+def test_plain_equal():
+    assert execute.plain_equal([1, [2.0, "a"]], [1, [2, "a"]])
+    assert not execute.plain_equal(True, 1)        # JSON true and 1 are different answers
+    assert not execute.plain_equal([1, 2], [1, 2, 3])
+    assert execute.plain_equal({"a": 1.0000001}, {"a": 1.0}, atol=1e-6)
+    assert not execute.plain_equal({"a": 1.1}, {"a": 1.0}, atol=1e-6)
+
+
+def test_unittest_verdicts():
+    program = ("import unittest\nclass TestCases(unittest.TestCase):\n"
+               "    def test_one(self):\n        self.assertEqual(task_func(1), 2)\n"
+               "    def test_two(self):\n        self.assertEqual(task_func(2), 3)\n")
+    tests = {"type": "unittest", "program": program}
+    assert run("def task_func(x):\n    return x + 1\n", tests)["status"] == "passed"
+    r = run("def task_func(x):\n    return 2\n", tests)
+    assert (r["status"], r["passed"], r["total"]) == ("failed", 1, 2)
+    r = run("def task_func(x):\n    raise KeyError(x)\n", tests)
+    assert r["status"] == "runtime_error" and r["passed"] == 0
+
+
+def test_isolation_is_reported():
+    text = execute.isolation(2)
+    assert "namespace" in text and "rlimits" in text
+
+
+# ---- bad input ---------------------------------------------------------------------------------------------------
+
+def test_cli_bad_lines_name_the_line_and_do_not_stop_other_jobs(tmp_path):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("\n".join([
+        json.dumps({"id": "a", "code": RIGHT_ADD, "tests": ADD_TESTS}),
+        "{not json",
+        json.dumps({"id": "c", "code": RIGHT_ADD, "tests": {"type": "fuzzy"}}),
+        json.dumps({"id": "d", "code": RIGHT_ADD, "tests": {"type": "stdio", "cases": [{"input": 1}]}}),
+        json.dumps({"id": "e", "code": "def add(a, b): return 0", "tests": ADD_TESTS}),
+    ]) + "\n")
+    out = tmp_path / "results.jsonl"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "execute.py"), str(jobs), "--out", str(out),
+                           "--workers", "2"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in results] == ["a", None, "c", "d", "e"]
+    assert [r["status"] for r in results] == ["passed", "harness_error", "harness_error", "harness_error", "failed"]
+    assert "jobs.jsonl:2: not valid JSON" in results[1]["detail"]
+    assert "jobs.jsonl:3: unknown test type 'fuzzy'" in results[2]["detail"]
+    assert "jobs.jsonl:4: stdio case 0 needs 'input' and 'output' strings" in results[3]["detail"]
+    assert "jobs.jsonl:2" in proc.stderr
+
+
+def test_api_bad_job_gets_a_result_naming_the_problem():
+    results = execute.run_jobs([{"id": 1, "code": RIGHT_ADD}, {"id": 2, "code": RIGHT_ADD, "tests": ADD_TESTS}],
+                               workers=1)
+    assert results[0]["status"] == "harness_error" and "no 'tests' object" in results[0]["detail"]
+    assert results[1]["status"] == "passed"
+
+
+# ---- the adversarial corpus ---------------------------------------------------------------------------------------
+# Each entry: name, program, allowed verdicts. Programs that probe for an escape are written so that a successful
+# escape turns into a *passing* add(), so a leak shows up as a wrong verdict as well as a trace.
+
+def corpus(canary_dir, port):
+    escape = "def add(a, b):\n    return a + b\n"
+    wrong = "def add(a, b):\n    return 0\n"
+    probe = ("def add(a, b):\n    return a + b if ESCAPED else 0\n")
+    return [
+        ("fork_bomb", "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
+         {"timeout"}),
+        ("memory_bomb", "x = []\nwhile True:\n    x.append(bytearray(10 ** 7))\n", {"memory"}),
+        ("disk_fill_one_file", "with open('big', 'wb') as f:\n    f.write(b'0' * (1 << 30))\n" + escape,
+         {"runtime_error", "memory"}),
+        ("disk_fill_many_files", "i = 0\nwhile True:\n    open(f'f{i}', 'wb').write(b'0' * (8 << 20))\n"
+                                 "    i += 1\n", {"runtime_error"}),
+        ("busy_loop", "while True:\n    pass\n", {"timeout"}),
+        ("sleep", "import time\ntime.sleep(60)\n", {"timeout"}),
+        ("double_fork_setsid_daemon",
+         "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        time.sleep(1.5)\n"
+         f"        open({canary_dir!r} + '/daemon', 'w').write('alive')\n    os._exit(0)\n" + escape, {"passed"}),
+        ("sigterm_ignoring_child",
+         "import os, signal, time\nif os.fork() == 0:\n    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+         f"    time.sleep(1.5)\n    open({canary_dir!r} + '/sigterm', 'w').write('alive')\n    os._exit(0)\n"
+         + escape, {"passed"}),
+        ("kill_parent", "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n" + escape,
+         {"passed", "runtime_error"}),
+        ("kill_minus_one", "import os, signal\ntry:\n    os.kill(-1, signal.SIGKILL)\nexcept OSError:\n    pass\n"
+         + escape, {"passed", "memory", "failed"}),
+        ("reload_os_and_posix_kill",
+         "import importlib, os, posix, signal\nimportlib.reload(os)\nfor pid in range(2, 400):\n    try:\n"
+         "        posix.kill(pid, signal.SIGKILL)\n    except OSError:\n        pass\n" + escape, {"passed"}),
+        ("kill_everything_in_proc",
+         "import os, signal\nfor p in os.listdir('/proc'):\n    if p.isdigit() and int(p) != os.getpid():\n"
+         "        try:\n            os.kill(int(p), signal.SIGKILL)\n        except OSError:\n            pass\n"
+         + escape, {"passed"}),
+        ("ctypes_segfault", "import ctypes\nctypes.string_at(0)\n" + escape, {"runtime_error"}),
+        ("read_parent_environment",
+         "import os\nESCAPED = 'RECODE_CANARY_SECRET' in str(os.environ)\nfor p in os.listdir('/proc'):\n"
+         "    try:\n        ESCAPED |= b'RECODE_CANARY_SECRET' in open(f'/proc/{p}/environ', 'rb').read()\n"
+         "    except OSError:\n        pass\n" + probe, {"failed"}),
+        ("write_outside_cwd",
+         "import os\nESCAPED = False\n"
+         f"for path in [{canary_dir!r} + '/outside', '/tmp/recode-escape', '/var/tmp/recode-escape',\n"
+         f"             '/dev/shm/recode-escape', {ROOT!r} + '/recode-escape', os.path.expanduser('~/../escape')]:\n"
+         "    try:\n        open(path, 'w').write('x')\n        ESCAPED = True\n    except OSError:\n        pass\n"
+         + probe, {"failed"}),
+        ("connect_to_loopback",
+         f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=1)\n    ESCAPED = True\n"
+         "except OSError:\n    ESCAPED = False\n" + probe, {"failed"}),
+        ("print_100mb", "import sys\nsys.stdout.write('x' * 100_000_000)\n" + escape, {"passed"}),
+        ("close_fd_1_and_2", "import os\nos.close(1)\nos.close(2)\n" + escape, {"passed"}),
+        ("read_stdin_when_none_given", "x = input()\n" + escape, {"runtime_error"}),
+        ("deep_recursion", "import sys\nsys.setrecursionlimit(10 ** 7)\ndef r(n):\n    return r(n + 1) + 1\nr(0)\n"
+         + escape, {"runtime_error", "memory", "timeout"}),   # 3.11 frames live on the heap: may just run long
+        ("non_utf8_output", "import sys\nsys.stdout.buffer.write(b'\\xff\\xfe\\x80')\nsys.stdout.flush()\n"
+         "sys.stderr.buffer.write(b'\\xc3\\x28')\n" + escape, {"passed"}),
+        # the reward hacks: none may pass
+        ("hack_sys_exit_0", "import sys\nsys.exit(0)\n" + wrong, {"runtime_error", "failed"}),
+        ("hack_os_exit_0", "import os\nos._exit(0)\n" + wrong, {"failed"}),
+        ("hack_always_equal", "class Eq:\n    def __eq__(self, other):\n        return True\n    __hash__ = None\n"
+                              "def add(a, b):\n    return Eq()\n", {"failed"}),
+        ("hack_int_subclass_equal", "class I(int):\n    def __eq__(self, other):\n        return True\n"
+                                    "def add(a, b):\n    return I(0)\n", {"failed"}),
+        ("hack_borrowed_slot", "E = type('E', (int,), {'__eq__': int.__ne__})\ndef add(a, b):\n    return E(99)\n",
+         {"failed"}),
+        ("hack_fake_success_markers",
+         "import os\nprint('passed')\nprint('{\"status\": \"passed\"}')\n"
+         "os.write(3, b'00000000000000000000000000000000 done [\"passed\", 1, 1, \"\"]\\n')\nos._exit(0)\n",
+         {"failed"}),
+        ("hack_redefine_test_helper", "def check(candidate):\n    pass\n" + wrong, {"failed"}),
+        ("hack_patch_builtins_and_sys_modules",
+         "import builtins, sys, types\nbuiltins.AssertionError = type('Nope', (Exception,), {})\n"
+         "fake = types.ModuleType('unittest')\nsys.modules['unittest'] = fake\n" + wrong, {"failed"}),
+        ("hack_settrace_skips_asserts",
+         "import sys\ndef tracer(frame, event, arg):\n    if frame.f_code.co_filename.startswith('<tests'):\n"
+         "        frame.f_trace_lines = True\n        if event == 'line' and 'assert' in str(frame.f_lineno):\n"
+         "            pass\n        return tracer\n    return tracer\n"
+         "def jump(frame, event, arg):\n    if event == 'line' and frame.f_code.co_name == 'check':\n"
+         "        try:\n            frame.f_lineno = frame.f_code.co_firstlineno + 3\n        except Exception:\n"
+         "            pass\n    return jump\nsys.settrace(jump)\n" + wrong, {"failed"}),
+        ("hack_background_thread_patches_later",
+         "import threading, time, builtins\ndef later():\n    time.sleep(0.05)\n    builtins.len = lambda x: 0\n"
+         "threading.Thread(target=later).start()\n" + wrong, {"runtime_error", "failed"}),
+        ("hack_shadow_module_name",
+         "import types\nmath = types.SimpleNamespace(isclose=lambda *a, **k: True)\n" + wrong, {"failed"}),
+    ]
+
+
+MATH_TESTS = {"type": "assert", "program": "import math\ndef check(candidate):\n"
+                                           "    assert math.isclose(candidate(1, 2), 3)\n\ncheck(add)\n"}
+UNITTEST_HACKS = [
+    ("hack_patch_unittest_assertions",
+     "import unittest\nunittest.TestCase.assertEqual = lambda *a, **k: None\n"
+     "unittest.TestCase.assertTrue = lambda *a, **k: None\ndef add(a, b):\n    return 0\n", {"failed"}),
+    ("hack_fake_unittest_module",
+     "import sys, types\nm = types.ModuleType('unittest')\nclass TestCase:\n    def assertEqual(self, *a): pass\n"
+     "m.TestCase = TestCase\nm.main = lambda *a, **k: None\nsys.modules['unittest'] = m\n"
+     "def add(a, b):\n    return 0\n", {"failed"}),
+    ("hack_always_equal_in_unittest", "class Eq:\n    def __eq__(self, o):\n        return True\n"
+                                      "def add(a, b):\n    return Eq()\n", {"failed"}),
+]
+UNITTEST_PROGRAM = ("import unittest\nclass TestCases(unittest.TestCase):\n    def test_add(self):\n"
+                    "        self.assertEqual(add(1, 2), 3)\n        self.assertTrue(add(2, 2) == 4)\n")
+
+
+def run_corpus():
+    """Run the corpus here (meant to be PID 1 of a throwaway namespace) and return a JSON-able report."""
+    os.environ["RECODE_CANARY_SECRET"] = "RECODE_CANARY_SECRET"
+    canary_dir = tempfile.mkdtemp(prefix="recode-canary-")
+    os.chmod(canary_dir, 0o1777)     # world-writable: a program running as another uid could write here
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+
+    entries = corpus(canary_dir, port)
+    jobs = [{"id": name, "code": code, "tests": ADD_TESTS} for name, code, _ in entries]
+    jobs.append({"id": "hack_shadow_module_name_math", "code": entries[-1][1], "tests": MATH_TESTS})
+    expected = {name: allowed for name, _, allowed in entries}
+    expected["hack_shadow_module_name_math"] = {"failed"}
+    for name, code, allowed in UNITTEST_HACKS:
+        jobs.append({"id": name, "code": code, "tests": {"type": "unittest", "program": UNITTEST_PROGRAM}})
+        expected[name] = allowed
+    # well-behaved jobs interleaved with the bombs: one job's fork bomb must not starve the others
+    for i in range(6):
+        jobs.insert(2 * i + 1, {"id": f"bystander_{i}", "code": RIGHT_ADD, "tests": ADD_TESTS})
+        expected[f"bystander_{i}"] = {"passed"}
+
+    start = time.monotonic()
+    results = execute.run_jobs(jobs, workers=2, timeout=3.0, memory_mb=512)
+    elapsed = time.monotonic() - start
+    time.sleep(2.0)   # give any survivor (the daemons sleep 1.5 s) the time to leave a trace
+    pool = execute.start_pool(2)
+    zygotes = {z.proc.pid for z in pool.zygotes}
+    me = os.getpid()
+    survivors = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) not in zygotes | {me}:
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+                survivors.append(f"{entry}: {cmdline[:80]}")
+            except OSError:
+                pass
+    files = sorted(os.listdir(canary_dir))
+    files += [p for p in ("/tmp/recode-escape", "/var/tmp/recode-escape", "/dev/shm/recode-escape",
+                          os.path.join(ROOT, "recode-escape")) if os.path.exists(p)]
+    connections = 0
+    try:
+        while True:
+            listener.accept()[0].close()
+            connections += 1
+    except BlockingIOError:
+        pass
+    shutil.rmtree(canary_dir, ignore_errors=True)
+    return {"results": results, "expected": {k: sorted(v) for k, v in expected.items()}, "survivors": survivors,
+            "files": files, "connections": connections, "elapsed": elapsed, "isolation": pool.isolation}
+
+
+def test_adversarial_corpus():
+    """Every program gets its expected verdict and leaves no process, file or connection behind."""
+    base = [sys.executable, os.path.abspath(__file__), "--corpus"]
+    attempts = [["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"] + base,
+                ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc", "--kill-child"] + base]
+    proc = None
+    for cmd in attempts:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
+        if "unshare failed" not in proc.stderr and "Operation not permitted" not in proc.stderr[:300]:
+            break
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    wrong = {r["id"]: (r["status"], r["detail"]) for r in report["results"]
+             if r["status"] not in report["expected"][r["id"]]}
+    assert not wrong, wrong
+    assert len([r for r in report["results"] if not r["id"].startswith("bystander")]) >= 25
+    assert report["survivors"] == [], report["survivors"]
+    assert report["files"] == [], report["files"]
+    assert report["connections"] == 0
+
+
+if __name__ == "__main__" and "--corpus" in sys.argv:
+    print(json.dumps(run_corpus()))
