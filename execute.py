@@ -400,6 +400,8 @@ def zygote_main(uid):
              "library_dirs": _library_dirs(), "pidns": os.open("/proc/self/ns/pid", os.O_RDONLY)
              if mode["pid_ns"] else None, "scratch": None}
     state["scratch"] = _make_scratch_dir()
+    state["test_file"] = f"<tests-{os.urandom(8).hex()}>"   # how the guard tells test code from program code
+    state["prepared_tests"] = {}
     state["base_vm"] = _vm_size()
     in_fd, out_fd = sys.stdin.fileno(), sys.stdout.fileno()
     _send(out_fd, {"isolation": mode["description"]})
@@ -583,7 +585,16 @@ def run_job_in_zygote(request, state, ask_parent):
         if run["reports"]["cases_done"] < len(tests["cases"]) and not run["stopped_early"]:
             return {"error": _failure_without_report(run)}
         return {}
-    run = sandbox_run({"kind": kind, "code": code, "program": tests["program"]}, b"", limits, state)
+    cache = state["prepared_tests"]
+    if (kind, tests["program"]) not in cache:
+        if len(cache) > 512:
+            cache.clear()
+        try:
+            cache[kind, tests["program"]] = _prepare_tests(tests["program"], state["test_file"], kind, state)
+        except SyntaxError as e:
+            return {"error": {"status": "harness_error", "detail": _one_line(f"test program does not parse: {e}")}}
+    payload = {"kind": kind, "code": code, "program": tests["program"], "prepared": cache[kind, tests["program"]]}
+    run = sandbox_run(payload, b"", limits, state)
     if run["error"]:
         return {"error": run["error"]}
     if "done" not in run["reports"]:
@@ -890,7 +901,7 @@ def _harness(payload, nonce, state):
     or bound to locals, before the program runs, so that what the program patches changes nothing here."""
     write, dumps, run, tag, flush_out = os.write, json.dumps, exec, nonce, sys.stdout.flush
     untrace = (sys.settrace, sys.setprofile, threading.settrace, threading.setprofile)
-    restore, urandom = _restore_interpreter, os.urandom
+    restore = _restore_interpreter
     del nonce
 
     def report(kind, body=""):
@@ -909,12 +920,8 @@ def _harness(payload, nonce, state):
         report("syntax", _one_line(f"{type(e).__name__}: {e}"))
         return
     if kind in ("assert", "unittest"):
-        test_file = f"<tests-{urandom(8).hex()}>"
-        try:
-            tests = _prepare_tests(payload["program"], test_file, kind, state)
-        except SyntaxError as e:
-            report("done", dumps(["harness_error", 0, 1, _one_line(f"test program does not parse: {e}")]))
-            return
+        tests, test_file = payload["prepared"], state["test_file"]
+        guard = _make_guard(state, test_file)
 
     try:
         run(compiled, namespace)
@@ -946,7 +953,7 @@ def _harness(payload, nonce, state):
     if problem:
         report("error", problem)
         return
-    test_namespace = _test_namespace(namespace, tests, state)
+    test_namespace = _test_namespace(namespace, tests, guard, state)
     if kind == "unittest":
         report("done", dumps(_run_unittests(tests["code"], test_namespace)))
         return
@@ -963,8 +970,9 @@ def _harness(payload, nonce, state):
 
 
 def _prepare_tests(program, test_file, kind, state):
-    """Parse, rewrite and compile the test program before the program under test runs, and list the modules to
-    restore afterwards: this file, builtins, unittest, and whatever the test program imports."""
+    """Parse, rewrite and compile a test program (in the zygote, once per distinct program: GRPO's G samples of a
+    problem share it), and list the modules to restore after the program under test ran: this file, builtins,
+    unittest, and whatever the test program imports."""
     tree = ast.parse(program, filename=test_file)
     names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
     wanted = {"__main__", "builtins"} | ({"unittest", "unittest.case", "unittest.suite", "unittest.loader",
@@ -977,11 +985,11 @@ def _prepare_tests(program, test_file, kind, state):
             wanted.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
     wanted |= names & state["modules"].keys()
     code = compile(ast.fix_missing_locations(_GuardRewriter().visit(tree)), test_file, "exec")
-    return {"code": code, "names": names, "guard": _make_guard(state, test_file),
+    return {"code": code, "names": names,
             "restore": [state["modules"][name] for name in sorted(wanted) if name in state["modules"]]}
 
 
-def _test_namespace(namespace, tests, state):
+def _test_namespace(namespace, tests, guard, state):
     """The namespace the tests run in: a copy of the program's (its functions cannot reach the copy through
     globals()), real builtins, and, for every module name the tests use, the real, restored module."""
     test_namespace = dict(namespace)
@@ -992,7 +1000,6 @@ def _test_namespace(namespace, tests, state):
             test_namespace[name] = modules[name][0]     # the program rebound e.g. `math` to a fake
         elif type(value) is types.ModuleType and modules.get(value.__name__, (None,))[0] is value:
             _restore_interpreter([modules[value.__name__]])  # e.g. `np` from the prompt's `import numpy as np`
-    guard = tests["guard"]
     test_namespace.update(__builtins__=modules["builtins"][0], __recode_guard__=guard,
                           __recode_guard_iter__=lambda items: map(guard, items))
     return test_namespace
