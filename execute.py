@@ -62,6 +62,9 @@ OPEN_FILES = 256             # RLIMIT_NOFILE
 PROCESSES = 128              # RLIMIT_NPROC for the program's own uid (threads count too)
 UID_BASE = 1_000_000_000     # program uids are UID_BASE + 64 * runner pid + slot: unique per live runner and slot
 REPORT_FD = 3                # the child's private report pipe
+# "auto": the strongest isolation the machine allows. "minimal": no namespaces and no uid switch, as on a machine
+# without privileges (used by the tests to exercise the fallback; never choose it for real training).
+SANDBOX = os.environ.get("RECODE_SANDBOX", "auto")
 
 # --------------------------------------------------------------------------------------------------------------
 # Linux plumbing: the few syscalls the standard library of Python 3.11 does not wrap.
@@ -218,7 +221,9 @@ class Zygote:
 
     def __init__(self, slot):
         uid = UID_BASE + 64 * (os.getpid() % 4_000_000) + slot
-        self.proc = subprocess.Popen([sys.executable, "-I", os.path.abspath(__file__), "--zygote", str(uid)],
+        if SANDBOX not in ("auto", "minimal"):
+            raise ValueError(f"RECODE_SANDBOX must be 'auto' or 'minimal', not {SANDBOX!r}")
+        self.proc = subprocess.Popen([sys.executable, "-I", os.path.abspath(__file__), "--zygote", str(uid), SANDBOX],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_clean_env(),
                                      cwd="/", start_new_session=True)
         self.to_zygote, self.from_zygote = self.proc.stdin.fileno(), self.proc.stdout.fileno()
@@ -386,11 +391,11 @@ HARMLESS_DUNDERS = frozenset(
     "__abstractmethods__ __enter__ __exit__ __hash__".split())
 
 
-def zygote_main(uid):
+def zygote_main(uid, sandbox):
     # No PR_SET_PDEATHSIG here: it fires when the parent *thread* that spawned us exits, and pools are (re)started
     # from worker threads. EOF on stdin, which comes when the runner exits or dies, ends us instead.
     _prctl(PR_SET_CHILD_SUBREAPER, 1)          # orphans of a run come back to us, so none escapes the sweep
-    mode = _setup_zygote_isolation(uid)
+    mode = _setup_zygote_isolation(uid, sandbox)
     for name in PRELOAD:
         try:
             __import__(name)
@@ -426,11 +431,11 @@ def zygote_main(uid):
         _send(out_fd, {"end": end})
 
 
-def _setup_zygote_isolation(uid):
+def _setup_zygote_isolation(uid, sandbox):
     """Decide, by trying, which isolation this machine allows; the description is what users see."""
     mode = {"pid_ns": False, "mount_ns": False, "net_ns": False, "uid": None, "reveal": []}
     parts = []
-    if os.geteuid() == 0 and _libc is not None:
+    if os.geteuid() == 0 and _libc is not None and sandbox == "auto":
         try:
             _unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
             mode["net_ns"] = True
@@ -1266,7 +1271,7 @@ def main():
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--zygote":
-        zygote_main(int(sys.argv[2]))
+    if len(sys.argv) == 4 and sys.argv[1] == "--zygote":
+        zygote_main(int(sys.argv[2]), sys.argv[3])
     else:
         main()

@@ -322,16 +322,20 @@ def run_corpus():
             "files": files, "connections": connections, "elapsed": elapsed, "isolation": pool.isolation}
 
 
+def in_throwaway_pid_namespace(command, **kw):
+    """Run command as PID 1 of a new PID namespace (as root, or else inside a new user namespace)."""
+    proc = None
+    for prefix in (["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"],
+                   ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc", "--kill-child"]):
+        proc = subprocess.run(prefix + command, capture_output=True, text=True, **kw)
+        if not proc.stderr.startswith("unshare:"):
+            break
+    return proc
+
+
 def test_adversarial_corpus():
     """Every program gets its expected verdict and leaves no process, file or connection behind."""
-    base = [sys.executable, os.path.abspath(__file__), "--corpus"]
-    attempts = [["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"] + base,
-                ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc", "--kill-child"] + base]
-    proc = None
-    for cmd in attempts:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
-        if "unshare failed" not in proc.stderr and "Operation not permitted" not in proc.stderr[:300]:
-            break
+    proc = in_throwaway_pid_namespace([sys.executable, os.path.abspath(__file__), "--corpus"], timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     wrong = {r["id"]: (r["status"], r["detail"]) for r in report["results"]
@@ -345,3 +349,33 @@ def test_adversarial_corpus():
 
 if __name__ == "__main__" and "--corpus" in sys.argv:
     print(json.dumps(run_corpus()))
+
+
+def test_minimal_sandbox_still_sweeps_and_judges():
+    """Without namespaces or a uid switch (a machine without privileges), the subreaper sweep still kills a
+    setsid daemon, time limits hold, and the hacks still fail."""
+    script = (
+        "import json, sys, time\n"
+        f"sys.path.insert(0, {ROOT!r})\n"
+        "import execute\n"
+        "daemon = ('import os, time\\nif os.fork() == 0:\\n    os.setsid()\\n    if os.fork() == 0:\\n'\n"
+        "          '        time.sleep(30)\\n    os._exit(0)\\ndef add(a, b):\\n    return a + b\\n')\n"
+        f"tests = {ADD_TESTS!r}\n"
+        "jobs = [{'id': 'daemon', 'code': daemon, 'tests': tests},\n"
+        "        {'id': 'loop', 'code': 'while True: pass', 'tests': tests},\n"
+        "        {'id': 'exit', 'code': 'import os\\nos._exit(0)', 'tests': tests},\n"
+        "        {'id': 'eq', 'code': 'class E:\\n    def __eq__(s, o): return True\\ndef add(a, b): return E()',\n"
+        "         'tests': tests}]\n"
+        "results = execute.run_jobs(jobs, workers=1, timeout=1.0)\n"
+        "time.sleep(0.5)\n"
+        "zygote = execute.start_pool(1).zygotes[0].proc.pid\n"
+        "children = open(f'/proc/{zygote}/task/{zygote}/children').read().split()\n"
+        "print(json.dumps({'statuses': [r['status'] for r in results], 'children': children,\n"
+        "                  'isolation': execute.isolation(1)}))\n")
+    env = dict(os.environ, RECODE_SANDBOX="minimal")
+    proc = in_throwaway_pid_namespace([sys.executable, "-c", script], timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["statuses"] == ["passed", "timeout", "failed", "failed"]
+    assert report["children"] == []
+    assert "subreaper sweep" in report["isolation"] and "NETWORK NOT ISOLATED" in report["isolation"]
