@@ -36,6 +36,7 @@ How it is safe (README "execute.py" has the full list and what each measure defe
 import argparse
 import ast
 import ctypes
+import gc
 import json
 import math
 import os
@@ -223,7 +224,10 @@ class Zygote:
         uid = UID_BASE + 64 * (os.getpid() % 4_000_000) + slot
         if SANDBOX not in ("auto", "minimal"):
             raise ValueError(f"RECODE_SANDBOX must be 'auto' or 'minimal', not {SANDBOX!r}")
-        self.proc = subprocess.Popen([sys.executable, "-I", os.path.abspath(__file__), "--zygote", str(uid), SANDBOX],
+        # -s -P rather than -I: the environment is already built from scratch, and -I would drop PYTHONHASHSEED=0,
+        # which keeps set and dict-of-str iteration order, and so verdicts, reproducible from run to run.
+        self.proc = subprocess.Popen([sys.executable, "-s", "-P", os.path.abspath(__file__), "--zygote", str(uid),
+                                      SANDBOX],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_clean_env(),
                                      cwd="/", start_new_session=True)
         self.to_zygote, self.from_zygote = self.proc.stdin.fileno(), self.proc.stdout.fileno()
@@ -641,6 +645,7 @@ def sandbox_run(payload, stdin_data, limits, state, on_case=None):
     mode = state["mode"]
     if mode["pid_ns"]:
         _unshare(CLONE_NEWPID)              # our next child becomes PID 1 of a new namespace
+    gc.freeze()   # the child's garbage collections then skip our objects instead of copying every page they touch
     pid = os.fork()
     if pid == 0:
         os.close(in_w), os.close(out_r), os.close(err_r), os.close(rep_r)
@@ -869,8 +874,7 @@ def _child(payload, fds, nonce, limits, state):
         elif mode["uid"] is not None:
             os.chown(scratch, mode["uid"], mode["uid"])
         os.chdir(scratch)
-        os.environ.clear()
-        os.environ.update(_clean_env(), HOME=scratch, TMPDIR=scratch)
+        os.environ["HOME"] = os.environ["TMPDIR"] = scratch    # the rest is the zygote's environment: _clean_env()
         budget = limits["timeout"] * max(1, len(payload.get("cases", [])))
         _limit(resource.RLIMIT_CPU, int(budget) + 2)     # backstop only: the parent's wall clock rules
         _limit(resource.RLIMIT_AS, state["base_vm"] + limits["memory_mb"] * (1 << 20))
