@@ -61,7 +61,7 @@ FILE_SIZE_LIMIT = 64 << 20   # RLIMIT_FSIZE: largest file a program may write
 SCRATCH_MB = 128             # size of the tmpfs a program gets as cwd (namespaced mode)
 OPEN_FILES = 256             # RLIMIT_NOFILE
 PROCESSES = 128              # RLIMIT_NPROC for the program's own uid (threads count too)
-UID_BASE = 1_000_000_000     # program uids are UID_BASE + 64 * runner pid + slot: unique per live runner and slot
+UID_BASE = 1_000_000_000     # program uids: UID_BASE + 1024 * (runner pid % 10**6) + slot, unique per runner and slot
 REPORT_FD = 3                # the child's private report pipe
 # "auto": the strongest isolation the machine allows. "minimal": no namespaces and no uid switch, as on a machine
 # without privileges (used by the tests to exercise the fallback; never choose it for real training).
@@ -221,7 +221,7 @@ class Zygote:
     """A clean interpreter that forks the sandboxed runs of one job at a time (see zygote_main)."""
 
     def __init__(self, slot):
-        uid = UID_BASE + 64 * (os.getpid() % 4_000_000) + slot
+        uid = UID_BASE + 1024 * (os.getpid() % 1_000_000) + slot
         if SANDBOX not in ("auto", "minimal"):
             raise ValueError(f"RECODE_SANDBOX must be 'auto' or 'minimal', not {SANDBOX!r}")
         # -s -P rather than -I: the environment is already built from scratch, and -I would drop PYTHONHASHSEED=0,
@@ -320,13 +320,21 @@ class Pool:
 
 
 _pool = None
-_pool_lock = threading.Lock()
+_pool_lock, _run_lock = threading.Lock(), threading.Lock()
+
+
+def default_workers():
+    """One sandbox per core, shared among the ranks torchrun started on this node (oversubscribed cores turn time
+    limits into noise)."""
+    return max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def start_pool(workers=None):
     """Start (or resize) the zygote pool. Call it before importing torch to keep the pool's start cheap and clean."""
     global _pool
-    workers = workers or os.cpu_count() or 1
+    if workers is None and _pool is not None:
+        return _pool        # keep whatever size the caller started it with
+    workers = min(workers or default_workers(), 1024)
     with _pool_lock:
         if _pool is None or len(_pool.zygotes) != workers:
             if _pool is not None:
@@ -342,6 +350,11 @@ def isolation(workers=None):
 
 def run_jobs(jobs, workers=None, timeout=3.0, memory_mb=2048, fail_fast=False, progress=False):
     """Run every job in the sandbox; return one result dict per job, in order (see the module docstring)."""
+    with _run_lock:     # worker thread k owns zygote k for the whole batch: one batch at a time
+        return _run_batch(jobs, workers, timeout, memory_mb, fail_fast, progress)
+
+
+def _run_batch(jobs, workers, timeout, memory_mb, fail_fast, progress):
     pool = start_pool(workers)
     results = [None] * len(jobs)
     order = list(range(len(jobs)))
@@ -1247,7 +1260,7 @@ def main():
     parser = argparse.ArgumentParser(description="Run untrusted code against tests in a sandbox.")
     parser.add_argument("jobs", help="JSONL file, one job per line")
     parser.add_argument("--out", required=True, help="JSONL file to write, one result per job, same order")
-    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="parallel sandboxes (default: cores)")
+    parser.add_argument("--workers", type=int, default=default_workers(), help="parallel sandboxes (default: cores)")
     parser.add_argument("--timeout", type=float, default=3.0, help="wall seconds per test case")
     parser.add_argument("--memory-mb", type=int, default=2048, help="memory a program may allocate")
     parser.add_argument("--fail-fast", action="store_true", help="stop a job at its first failing case")
