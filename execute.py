@@ -421,7 +421,7 @@ def zygote_main(uid, sandbox):
     state = {"uid": uid, "mode": mode, "modules": _snapshot_modules(), "classes": _all_classes(),
              "library_dirs": _library_dirs(), "pidns": os.open("/proc/self/ns/pid", os.O_RDONLY)
              if mode["pid_ns"] else None, "scratch": None}
-    state["scratch"] = _make_scratch_dir()
+    state["scratch"] = mode["scratch"]
     state["test_file"] = f"<tests-{os.urandom(8).hex()}>"   # how the guard tells test code from program code
     state["prepared_tests"] = {}
     state["base_vm"] = _vm_size()
@@ -430,7 +430,8 @@ def zygote_main(uid, sandbox):
     while True:
         request = _recv(in_fd)
         if request is None:
-            os.rmdir(state["scratch"])
+            if not mode["mount_ns"]:    # else it is a mount point of our namespace, gone with us
+                os.rmdir(state["scratch"])
             os._exit(0)
         def ask_parent(message):
             _send(out_fd, message)
@@ -449,25 +450,34 @@ def zygote_main(uid, sandbox):
 
 
 def _setup_zygote_isolation(uid, sandbox):
-    """Decide, by trying, which isolation this machine allows; the description is what users see."""
-    mode = {"pid_ns": False, "mount_ns": False, "net_ns": False, "uid": None, "reveal": []}
-    parts = []
+    """Decide, by trying, which isolation this machine allows, and set up what is shared by all runs of this zygote:
+    the network namespace and the mount namespace. The description is what users see."""
+    mode = {"pid_ns": False, "mount_ns": False, "net_ns": False, "uid": None, "hidepid": False,
+            "scratch": _make_scratch_dir()}
     if os.geteuid() == 0 and _libc is not None and sandbox == "auto":
         try:
             _unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
             mode["net_ns"] = True
         except OSError:
             pass
-        mode["pid_ns"] = mode["mount_ns"] = _probe_namespaces()
-        mode["reveal"] = _unreachable_library_dirs()
+        mode["pid_ns"] = _probe_pid_namespace()
+        try:
+            _unshare(CLONE_NEWNS)
+            mode["mount_ns"] = True
+        except OSError:
+            pass
+        hidden = _unreachable_library_dirs()
         # Another uid must be able to import the rest of the standard library and site-packages. With a mount
-        # namespace we re-expose them (see _child); without one, switching uid would break every lazy import.
-        if mode["mount_ns"] or not mode["reveal"]:
+        # namespace we re-expose them (see _private_mounts); without one, a uid switch would break lazy imports.
+        if mode["mount_ns"] or not hidden:
             mode["uid"] = uid
-    if mode["pid_ns"]:
-        parts.append("PID+mount namespaces per run (private /proc, tmpfs cwd, shared temp dirs read-only)")
-    else:
-        parts.append("no PID/mount namespaces: subreaper sweep of the run's processes")
+        if mode["mount_ns"]:
+            mode["hidepid"] = _private_mounts(mode["scratch"], hidden, uid)
+    parts = ["a PID namespace per run (killing its PID 1 kills everything it started)" if mode["pid_ns"] else
+             "no PID namespace: subreaper sweep of the run's processes"]
+    if mode["mount_ns"]:
+        parts.append("a private mount namespace (tmpfs cwd, shared temp dirs read-only, closed dirs hidden"
+                     + (", /proc shows a run only its own processes)" if mode["hidepid"] else ")"))
     parts.append("empty network namespace" if mode["net_ns"] else "NETWORK NOT ISOLATED")
     parts.append(f"unprivileged uid per worker (RLIMIT_NPROC={PROCESSES} binds)" if mode["uid"] is not None
                  else "same uid as the caller: process cap not enforceable, programs can signal your processes")
@@ -475,21 +485,44 @@ def _setup_zygote_isolation(uid, sandbox):
     return mode
 
 
-def _probe_namespaces():
-    """Fork a throwaway child that performs the per-run namespace setup; True if it worked."""
+def _private_mounts(scratch, hidden, uid):
+    """Inside the zygote's own mount namespace (so once, not per run): a size-capped tmpfs as the runs' cwd, the
+    shared temp dirs read-only, closed directories such as /root replaced by an empty tmpfs with only the Python
+    install bound back, and a /proc on which a run's uid sees only its own processes."""
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    _mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, f"size={SCRATCH_MB}m,mode=0700,uid={uid},gid={uid}")
+    staged = []
+    for i, (ancestor, dirs) in enumerate(hidden):
+        for j, path in enumerate(dirs):
+            stage = os.path.join(scratch, f".stage{i}.{j}")
+            os.mkdir(stage)
+            _mount(path, stage, None, MS_BIND | MS_REC)
+            staged.append((stage, path))
+        _mount("tmpfs", ancestor, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+    for stage, path in staged:
+        os.makedirs(path, exist_ok=True)
+        _mount(stage, path, None, MS_MOVE)
+        os.rmdir(stage)
+    for shared in ("/tmp", "/var/tmp", "/dev/shm"):
+        if os.path.isdir(shared):
+            _mount(shared, shared, None, MS_BIND | MS_REC)
+            _mount(None, shared, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    try:
+        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
+        return True
+    except OSError:
+        return False
+
+
+def _probe_pid_namespace():
+    """Fork a throwaway child as PID 1 of a new PID namespace, the way every run starts; True if it worked."""
     try:
         _unshare(CLONE_NEWPID)
     except OSError:
         return False
     pid = os.fork()
     if pid == 0:
-        try:
-            _unshare(CLONE_NEWNS)
-            _mount(None, "/", None, MS_REC | MS_PRIVATE)
-            _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-            os._exit(0)
-        except BaseException:
-            os._exit(1)
+        os._exit(0)
     try:
         ns_fd = os.open(f"/proc/{os.getpid()}/ns/pid", os.O_RDONLY)
         _check(_libc.setns(ns_fd, CLONE_NEWPID), "setns")
@@ -514,23 +547,6 @@ def _unreachable_library_dirs():
                 hidden.setdefault(ancestor, []).append(path)
                 break
     return sorted(hidden.items())
-
-
-def _reveal(scratch, hidden):
-    """Inside the run's mount namespace: cover each closed ancestor with an empty tmpfs and bind back only the
-    library directories below it. The rest of that ancestor (e.g. /root/.ssh, /root/.cache) stays invisible."""
-    staged = []
-    for i, (ancestor, dirs) in enumerate(hidden):
-        for j, path in enumerate(dirs):
-            stage = os.path.join(scratch, f".stage{i}.{j}")
-            os.mkdir(stage)
-            _mount(path, stage, None, MS_BIND | MS_REC)
-            staged.append((stage, path))
-        _mount("tmpfs", ancestor, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
-    for stage, path in staged:
-        os.makedirs(path, exist_ok=True)
-        _mount(stage, path, None, MS_MOVE)
-        os.rmdir(stage)
 
 
 def _make_scratch_dir():
@@ -840,13 +856,12 @@ def _reap_others():
 
 
 def _sweep_files(state):
-    """Without a mount namespace, remove what the run wrote to the shared temp dirs and its scratch dir."""
-    if state["mode"]["mount_ns"]:
-        return
+    """Empty the scratch dir for the next run, and without a mount namespace, remove what the run wrote to the
+    shared temp dirs."""
     import shutil
     for entry in os.scandir(state["scratch"]):
         shutil.rmtree(entry.path, ignore_errors=True) if entry.is_dir(follow_symlinks=False) else os.unlink(entry.path)
-    if state["mode"]["uid"] is None:
+    if state["mode"]["mount_ns"] or state["mode"]["uid"] is None:
         return
     for shared in ("/tmp", "/var/tmp", "/dev/shm"):
         try:
@@ -872,19 +887,7 @@ def _child(payload, fds, nonce, limits, state):
         os.setsid()   # a session of its own: its own CPU autogroup, so a busy or forking run cannot starve others
         scratch = state["scratch"]
         mode = state["mode"]
-        if mode["mount_ns"]:
-            _unshare(CLONE_NEWNS)
-            _mount(None, "/", None, MS_REC | MS_PRIVATE)
-            for shared in ("/tmp", "/var/tmp", "/dev/shm"):
-                if os.path.isdir(shared):
-                    _mount(shared, shared, None, MS_BIND | MS_REC)
-                    _mount(None, shared, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
-            owner = mode["uid"] if mode["uid"] is not None else 0
-            _mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV,
-                   f"size={SCRATCH_MB}m,mode=0700,uid={owner},gid={owner}")
-            _reveal(scratch, mode["reveal"])
-            _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-        elif mode["uid"] is not None:
+        if mode["uid"] is not None and not mode["mount_ns"]:
             os.chown(scratch, mode["uid"], mode["uid"])
         os.chdir(scratch)
         os.environ["HOME"] = os.environ["TMPDIR"] = scratch    # the rest is the zygote's environment: _clean_env()
