@@ -125,6 +125,16 @@ def test_unittest_verdicts():
     assert r["status"] == "runtime_error" and r["passed"] == 0
 
 
+def test_a_dead_sandbox_process_is_a_harness_error_and_is_replaced():
+    pool = execute.start_pool(2)
+    pool.zygotes[0].proc.kill()
+    pool.zygotes[0].proc.wait()
+    jobs = [{"id": i, "code": RIGHT_ADD, "tests": ADD_TESTS} for i in range(6)]
+    statuses = [r["status"] for r in execute.run_jobs(jobs, workers=2)]
+    assert statuses.count("harness_error") == 1 and statuses.count("passed") == 5
+    assert all(z.proc.poll() is None for z in execute.start_pool(2).zygotes)
+
+
 def test_isolation_is_reported():
     text = execute.isolation(2)
     assert "namespace" in text and "rlimits" in text
