@@ -1,5 +1,6 @@
 """
-synth.py: model loading and the generation engine that every stage samples with.
+synth.py: model loading and the generation engine that every stage samples with; the reward model's data: CRPL
+reasoning variants and LCB-RB pairs.
 
 Sampling is the first thing the pipeline does and the bulk of a GRPO step's wall time, so it lives here and the other
 stages import it: `from synth import load_model, format_prompt, generate, Sample`.
@@ -18,6 +19,25 @@ Try it by hand:
     python synth.py generate --model Qwen/Qwen2.5-Coder-1.5B-Instruct --prompt "Reverse a list in Python." -n 4
     python synth.py generate --model PATH --prompt "def fib(n):" --raw --temperature 0 --max-new-tokens 64
     HF_HUB_OFFLINE=1 python synth.py generate --model PATH ...  # no network: a local save_pretrained directory
+
+CRPL data (the paper's section 3): for each problem a teacher rewrites the original reasoning (the problem's reference
+solution, or the teacher's own) into an optimized one and a degraded one (one dimension per problem: factual accuracy,
+logical rigor or coherence). The original's and the optimized code must pass the problem's tests in execute.py's
+sandbox, a variant that copies the original is dropped, and every drop is counted. Records are what reward.py reads:
+{"id", "problem", "dimension", "teacher", "original", "optimized", "degraded", "pairs"}, each variant
+{"reasoning", "code"} or null. Problems: JSONL in grpo.py's training format ("prompt", "tests", optional "task_id",
+"code_prefix", "reference": {"reasoning", "code"}). A rerun skips the problems already in --out or in the failures
+file (malformed teacher replies, filtered problems, with the reason), so an interrupted run resumes.
+    python synth.py crpl --problems problems.jsonl --teacher http://localhost:8000/v1 --teacher-model NAME \
+        --out crpl.jsonl              # any OpenAI-compatible server (vllm serve, an API: key in $OPENAI_API_KEY)
+    python synth.py crpl --problems problems.jsonl --teacher local:PATH --out crpl.jsonl   # a model loaded here
+    python synth.py crpl --problems problems.jsonl --teacher toy --out crpl.jsonl          # rule-based, CPU
+LCB-RB pairs (chosen: reasoning behind code that passes every test; rejected: behind code that fails; optionally a
+judge must find the chosen reasoning correct and consistent with its code), {"problem", "chosen", "rejected"} JSONL:
+    python synth.py lcb-rb --data lcb.jsonl --model PATH -n 16 --out lcb_rb.jsonl
+    python synth.py lcb-rb --data lcb.jsonl --samples samples.jsonl --judge http://localhost:8000/v1 \
+        --teacher-model NAME --out lcb_rb.jsonl
+
 Tests and benchmark:
     python -m pytest -q tests/test_synth.py
     python bench/bench_generate.py         # engine vs model.generate, CPU, random-init ~4M Qwen2
@@ -25,16 +45,36 @@ Tests and benchmark:
 """
 
 import argparse
+import ast
+import difflib
+import email.utils
 import functools
+import hashlib
+import http.client
 import inspect
+import json
 import os
+import random
+import re
+import threading
 import time
+import urllib.error
+import urllib.request
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from tqdm import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 from transformers.cache_utils import DynamicCache, DynamicLayer
+
+from evaluate import (RECODE_SYSTEM_PROMPTS, extract_code, generate_samples, load_benchmark, load_samples,
+                      split_reasoning, task_jobs)
+from execute import run_jobs
+from reward import CRPL_PAIRS
 
 # -----------------------------------------------------------------------------
 # Model loading
@@ -394,9 +434,539 @@ def tiny_model(tokenizer, arch="qwen2", seed=0, attn_implementation="sdpa", dtyp
 
 
 # -----------------------------------------------------------------------------
+# CRPL data: a teacher rewrites each problem's reasoning into an optimized and a degraded variant
+#
+# reward.py learns the order optimized > original > degraded from these records. The original is the problem's
+# reference solution, or the teacher's own when there is none. Each problem is degraded along one of the paper's three
+# dimensions, picked from a hash of (seed, problem id) so that a rerun picks the same one.
+
+SOLUTION_TEXT = "Problem:\n{problem}\n\nReasoning:\n{reasoning}\n\nCode:\n```python\n{code}\n```"
+REPLY_FORMAT = ("Reply in exactly this format, with nothing before or after it:\n"
+                "<think>\nthe reasoning\n</think>\n<answer>\n```python\nthe code\n```\n</answer>")
+
+OPTIMIZE_PROMPT = """Below is a programming problem with a solution: a reasoning process and the code it leads to.
+
+Rewrite the reasoning process so that it is better in three dimensions:
+- factual accuracy: every statement about the problem, the algorithm, its complexity and Python is true;
+- logical rigor: every step follows from the steps before it, constraints and edge cases are handled, and the key
+  claims are justified or checked;
+- coherence: the steps come in a natural order, with nothing irrelevant, repeated or contradictory.
+Make it better, not merely longer. Keep the approach of the code, and change the code only to fix a real mistake.
+
+{solution}
+
+""" + REPLY_FORMAT
+
+DEGRADE_PROMPT = """Below is a programming problem with a solution: a reasoning process and the code it leads to.
+
+We need a worse version of this reasoning to train a model that judges reasoning quality. Rewrite the reasoning so
+that it is clearly worse in one dimension, {dimension}: {instruction}
+Keep the length, tone and overall approach close to the original so that the flaws do not show on the surface, and
+do not point them out. Copy the code unchanged.
+
+{solution}
+
+""" + REPLY_FORMAT
+
+DEGRADATIONS = {
+    "factual accuracy": ("state a few false facts, such as a wrong property of the input, a wrong value in a worked "
+                         "example, a wrong complexity, or a wrong claim about how a Python built-in behaves."),
+    "logical rigor": ("drop the justification of the key steps, skip the edge cases and constraints, and reach at "
+                      "least one conclusion that does not follow from what came before."),
+    "coherence": ("put the steps out of order so that conclusions come before what they rely on, contradict an "
+                  "earlier step later on, and mix in an irrelevant digression."),
+}
+
+JUDGE_PROMPT = """Below is a programming problem with a solution: a reasoning process and the code written after it.
+
+Is the reasoning logically correct, and does the code implement exactly what the reasoning describes? Explain
+briefly, then end with one line: VERDICT: YES or VERDICT: NO.
+
+{solution}"""
+
+
+class MalformedReply(ValueError):
+    pass
+
+
+class TeacherError(RuntimeError):
+    pass
+
+
+def make_request(kind, problem, solution=None, dimension=None):
+    """One question to a teacher: solve | optimize | degrade | judge. The structured fields serve the toy teacher."""
+    if kind == "solve":  # the original, written the way the policy will be asked to write
+        system, user = RECODE_SYSTEM_PROMPTS["code"], problem["prompt"]
+    else:
+        text = SOLUTION_TEXT.format(problem=problem["prompt"].strip(), reasoning=solution["reasoning"].strip(),
+                                    code=solution["code"].strip())
+        template = {"optimize": OPTIMIZE_PROMPT, "degrade": DEGRADE_PROMPT, "judge": JUDGE_PROMPT}[kind]
+        system, user = None, template.format(solution=text, dimension=dimension,
+                                             instruction=DEGRADATIONS.get(dimension))
+    return {"kind": kind, "id": problem["task_id"], "system": system, "user": user, "problem": problem["prompt"],
+            "dimension": dimension, **(solution or {})}
+
+
+def parse_solution(reply):
+    """{"reasoning", "code"} from a reply in ReCode's format, or MalformedReply naming what is missing."""
+    think, answer = split_reasoning(reply)
+    if not (think or "").strip():
+        raise MalformedReply("no <think>...</think> reasoning")
+    if answer is None or answer.count("```") < 2:
+        raise MalformedReply("no complete ```python code block inside <answer>")
+    code = extract_code(reply)
+    if not code.strip():
+        raise MalformedReply("empty code block")
+    return {"reasoning": think.strip(), "code": code}
+
+
+def parse_verdict(reply):
+    verdicts = re.findall(r"VERDICT:\s*(YES|NO)\b", reply, re.I)
+    if not verdicts:
+        raise MalformedReply("no 'VERDICT: YES' or 'VERDICT: NO' line")
+    return verdicts[-1].upper() == "YES"
+
+
+def ask(teacher, requests, parse, max_attempts, counts):
+    """Parsed replies, in order. A malformed reply is asked again, up to max_attempts times in all; where every attempt
+    was malformed the result is None and failures[i] = (reason, last reply)."""
+    results, failures, pending = [None] * len(requests), {}, list(range(len(requests)))
+    for attempt in range(max_attempts):
+        if not pending:
+            break
+        for i, reply in zip(pending, teacher([requests[i] for i in pending], attempt)):
+            try:
+                results[i] = parse(reply)
+                failures.pop(i, None)
+            except MalformedReply as e:
+                counts["malformed teacher replies"] += 1
+                failures[i] = (str(e), reply)
+        pending = [i for i in pending if results[i] is None]
+    return results, failures
+
+
+class HTTPTeacher:
+    """Any OpenAI-compatible chat-completions endpoint (vLLM, SGLang, a hosted API), standard library only: requests
+    run `concurrency` at a time, start at most `rate` per second (0: no limit), and 429/5xx/network errors are retried
+    with exponential backoff, waiting at least what the server's Retry-After asks."""
+
+    def __init__(self, base_url, model, api_key_env="OPENAI_API_KEY", concurrency=8, rate=0.0, retries=6,
+                 timeout=600.0, temperature=0.7, max_tokens=4096, backoff=1.0):
+        url = base_url.rstrip("/")
+        self.url = url if url.endswith("/chat/completions") else url + "/chat/completions"
+        self.name, self.model, self.api_key = f"{model}@{url}", model, os.environ.get(api_key_env)
+        self.concurrency, self.rate, self.retries, self.timeout = concurrency, rate, retries, timeout
+        self.temperature, self.max_tokens, self.backoff = temperature, max_tokens, backoff
+        self.lock, self.next_start = threading.Lock(), 0.0
+        self.sleep, self.clock = time.sleep, time.monotonic  # tests replace both
+
+    def __call__(self, requests, attempt=0):
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            futures = [pool.submit(self.complete, r["system"], r["user"]) for r in requests]
+            try:
+                return [f.result() for f in futures]
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+
+    def wait_for_turn(self):
+        if self.rate <= 0:
+            return
+        with self.lock:
+            now = self.clock()
+            start = max(now, self.next_start)
+            self.next_start = start + 1.0 / self.rate
+        if start > now:
+            self.sleep(start - now)
+
+    def complete(self, system, user):
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+        body = json.dumps({"model": self.model, "messages": messages, "temperature": self.temperature,
+                           "max_tokens": self.max_tokens}).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        for attempt in range(self.retries + 1):
+            self.wait_for_turn()
+            retry_after = 0.0
+            try:
+                with urllib.request.urlopen(urllib.request.Request(self.url, body, headers), timeout=self.timeout) as r:
+                    raw = r.read().decode("utf-8", "replace")
+                break
+            except urllib.error.HTTPError as e:
+                error = f"HTTP {e.code}: {e.read()[:300].decode('utf-8', 'replace')}"
+                if e.code != 429 and e.code < 500:  # a bad request, key or model name: asking again cannot help
+                    raise TeacherError(f"{self.url}: {error}") from None
+                retry_after = seconds_to_wait(e.headers.get("Retry-After"))
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+                error = f"{type(e).__name__}: {e}"
+            if attempt == self.retries:
+                raise TeacherError(f"{self.url}: no answer after {self.retries + 1} tries, last: {error}")
+            self.sleep(max(retry_after, min(60.0, self.backoff * 2 ** attempt) * random.uniform(1.0, 1.5)))
+        try:
+            return json.loads(raw)["choices"][0]["message"]["content"] or ""
+        except (ValueError, LookupError, TypeError):
+            return raw  # not a chat completion: recorded as a malformed reply, with what came back
+
+
+def seconds_to_wait(retry_after):
+    """Retry-After: delay seconds or an HTTP date."""
+    if not retry_after:
+        return 0.0
+    try:
+        return max(0.0, float(retry_after))
+    except ValueError:
+        try:
+            return max(0.0, email.utils.parsedate_to_datetime(retry_after).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return 0.0
+
+
+class LocalTeacher:
+    """A model loaded here, sampled with the engine above."""
+
+    def __init__(self, path, temperature=0.7, max_new_tokens=4096, seed=0, batch_rows=8, dtype=None, device=None):
+        self.name = f"local:{path}"
+        self.model, self.tokenizer = load_model(path, dtype, device)
+        self.temperature, self.max_new_tokens = temperature, max_new_tokens
+        self.seed, self.batch_rows = seed, batch_rows
+
+    def __call__(self, requests, attempt=0):
+        prompts = [format_prompt(self.tokenizer, r["user"], r["system"]) for r in requests]
+        texts = []
+        for start in range(0, len(prompts), self.batch_rows):
+            texts += [s.text for s in generate(self.model, self.tokenizer, prompts[start:start + self.batch_rows],
+                                               max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                                               seed=self.seed + 1000 * attempt + start)]
+        return texts
+
+
+# The toy teacher: rule-based rewrites for CPU runs and tests. A rewrite is a function of (seed, problem id, kind)
+# only. It rewrites the reference's steps (its lines, or its sentences when it is one line) and keeps the code.
+TOY_SWAPS = dict(p for a, b in [("smallest", "largest"), ("minimum", "maximum"), ("first", "last"), ("even", "odd"),
+                                ("sum", "product"), ("ascending", "descending"), ("before", "after"), ("left", "right"),
+                                ("less", "greater"), ("positive", "negative"), ("true", "false"), ("empty", "full")]
+                 for p in [(a, b), (b, a)])
+TOY_FALSE_FACTS = ["Python strings are mutable, so the input can be changed in place.",
+                   "range(n) yields the numbers 1 to n.", "Sorting a list in Python takes linear time.",
+                   "A dict keeps its keys in sorted order.", "Integer division with // rounds toward zero."]
+TOY_LEAPS = ["This obviously works for every input, so nothing needs to be checked.",
+             "The result is clearly correct, so we can stop here.", "No special cases can occur here."]
+TOY_DIGRESSIONS = ["Python was first released in 1991.", "Many people prefer tabs to spaces.",
+                   "Variable names are a matter of taste.", "Some languages index lists from 1."]
+TOY_EDGE_CASES = ["Edge cases: the smallest allowed inputs take the same path through the code, so they are handled.",
+                  "Edge cases: inputs at the limits of the constraints go through the same steps, so they are covered."]
+JUSTIFYING = re.compile(r"\b(because|since|so|therefore|thus|edge|empty|check|ensure|otherwise)\b", re.I)
+
+
+def split_steps(reasoning):
+    lines = [line.strip() for line in reasoning.strip().splitlines() if line.strip()]
+    if len(lines) > 1:
+        return lines, "\n"
+    return re.split(r"(?<=[.!?])\s+", reasoning.strip()), " "
+
+
+def loop_depth(node):
+    inner = max((loop_depth(child) for child in ast.iter_child_nodes(node)), default=0)
+    return inner + isinstance(node, (ast.For, ast.While, ast.comprehension))
+
+
+def toy_optimize(steps, request, rng):
+    """Add what a careful solver writes: the goal, numbered steps, edge cases, the complexity and a check."""
+    try:
+        depth = loop_depth(ast.parse(request["code"]))
+    except SyntaxError:
+        depth = 1
+    cost = "O(n log n)" if "sort" in request["code"] and depth < 2 else f"O(n^{depth})" if depth > 1 else "O(n)"
+    name = re.search(r"def (\w+)", request["code"])
+    return ([f"Goal: {request['problem'].strip().splitlines()[0]}"] + [f"Step {i}: {s}" for i, s in enumerate(steps, 1)]
+            + [rng.choice(TOY_EDGE_CASES), f"Complexity: at most {depth or 1} nested pass(es) over the input, so "
+               f"{cost} time.", f"Check: {'`' + name[1] + '`' if name else 'the code'} carries out every step above "
+               f"and returns exactly what the goal asks for."])
+
+
+def toy_factual(steps, request, rng):
+    """Swap words for their opposites or change numbers (in two places, or one per two steps in a long reasoning, so
+    that the change stays visible to the near-identity filter); a false fact where there is nothing to change."""
+    words = re.compile(r"\b(\d+|" + "|".join(TOY_SWAPS) + r")\b", re.I)
+    spots = [(i, m) for i, step in enumerate(steps) for m in words.finditer(step)]
+    steps = list(steps)
+    if not spots:
+        steps.insert(rng.randrange(len(steps) + 1), rng.choice(TOY_FALSE_FACTS))
+        return steps
+    chosen = rng.sample(spots, min(max(2, len(steps) // 2), len(spots)))
+    for i, m in sorted(chosen, key=lambda s: (s[0], -s[1].start())):  # right to left: earlier offsets stay valid
+        old = m[0]
+        new = str(int(old) + rng.randint(1, 3)) if old.isdigit() else TOY_SWAPS[old.lower()]
+        new = new.capitalize() if old[0].isupper() else new
+        steps[i] = steps[i][:m.start()] + new + steps[i][m.end():]
+    return steps
+
+
+def toy_rigor(steps, request, rng):
+    """Drop the steps that justify or check something (one step where none does) and add an unjustified leap."""
+    justifying = {i for i, step in enumerate(steps) if JUSTIFYING.search(step)}
+    if not justifying or len(justifying) == len(steps):
+        justifying = {rng.randrange(len(steps))} if len(steps) > 1 else set()
+    kept = [step for i, step in enumerate(steps) if i not in justifying]
+    kept.insert(rng.randint(len(kept) // 2, len(kept)), rng.choice(TOY_LEAPS))
+    return kept
+
+
+def toy_coherence(steps, request, rng):
+    """Shuffle the steps out of order and mix in an irrelevant digression."""
+    shuffled = list(steps)
+    while len(set(steps)) > 1 and shuffled == steps:
+        rng.shuffle(shuffled)
+    shuffled.insert(rng.randrange(len(shuffled) + 1), rng.choice(TOY_DIGRESSIONS))
+    return shuffled
+
+
+TOY_DEGRADE = {"factual accuracy": toy_factual, "logical rigor": toy_rigor, "coherence": toy_coherence}
+
+
+class ToyTeacher:
+    name = "toy"
+
+    def __init__(self, seed=0):
+        self.seed = seed
+
+    def __call__(self, requests, attempt=0):
+        return [self.reply(r) for r in requests]
+
+    def reply(self, request):
+        if request["kind"] not in ("optimize", "degrade"):
+            raise ValueError(f"the toy teacher only optimizes and degrades reference solutions, it cannot "
+                             f"{request['kind']} (problem {request['id']!r}: give it a 'reference' "
+                             f"{{reasoning, code}})")
+        rng = random.Random(f"{self.seed}:{request['id']}:{request['kind']}")
+        steps, joiner = split_steps(request["reasoning"])
+        rewrite = toy_optimize if request["kind"] == "optimize" else TOY_DEGRADE[request["dimension"]]
+        reasoning = joiner.join(rewrite(steps, request, rng))
+        return f"<think>\n{reasoning}\n</think>\n<answer>\n```python\n{request['code'].strip()}\n```\n</answer>"
+
+
+def make_teacher(spec, args):
+    """toy | local:PATH | http(s)://HOST/v1 (an OpenAI-compatible server), with the command line's settings."""
+    if spec == "toy":
+        return ToyTeacher(args.seed)
+    if spec.startswith("local:"):
+        return LocalTeacher(spec[len("local:"):], args.teacher_temperature, args.teacher_max_tokens, args.seed,
+                            dtype=args.dtype, device=args.device)
+    if spec.startswith(("http://", "https://")):
+        if not args.teacher_model:
+            raise ValueError(f"teacher {spec}: name the model the server serves with --teacher-model")
+        return HTTPTeacher(spec, args.teacher_model, args.api_key_env, args.concurrency, args.rate, args.retries,
+                           args.request_timeout, args.teacher_temperature, args.teacher_max_tokens)
+    raise ValueError(f"unknown teacher {spec!r}: expected toy, local:PATH or an http(s)://.../v1 base URL")
+
+
+def code_status(problems, codes, timeout=3.0, workers=None, memory_mb=2048, progress=False):
+    """execute.py's verdict on each (problem, code): 'passed' when every test group passes. Same code, one run."""
+    by_id = {p["task_id"]: p for p in problems}
+    unique = list(dict.fromkeys((p["task_id"], code) for p, code in zip(problems, codes)))
+    jobs = [job for k, (pid, code) in enumerate(unique) for job in task_jobs(by_id[pid], code, k)]
+    status = {}
+    for job, result in zip(jobs, run_jobs(jobs, workers=workers, timeout=timeout, memory_mb=memory_mb,
+                                          fail_fast=True, progress=progress) if jobs else []):
+        key = unique[job["id"][0]]
+        if status.get(key, "passed") == "passed":
+            status[key] = result["status"]
+    return [status[(p["task_id"], code)] for p, code in zip(problems, codes)]
+
+
+def near_identical(a, b, threshold):
+    matcher = difflib.SequenceMatcher(None, a, b)
+    return matcher.quick_ratio() >= threshold and matcher.ratio() >= threshold  # quick_ratio: a cheap upper bound
+
+
+def degrade_dimension(problem_id, seed):
+    dimensions = list(DEGRADATIONS)
+    return dimensions[int(hashlib.sha256(f"{seed}:{problem_id}".encode()).hexdigest(), 16) % len(dimensions)]
+
+
+def synthesize_chunk(chunk, teacher, counts, seed, max_attempts, max_similarity, exec_args):
+    """[(record or None, failure rows)] for each problem of the chunk, in order."""
+    failures = {p["task_id"]: [] for p in chunk}
+
+    def drop(p, stage, reason, reply=None):
+        counts[stage] += 1
+        failures[p["task_id"]].append({"id": p["task_id"], "stage": stage, "reason": reason,
+                                       **({"reply": reply[-4000:]} if reply is not None else {})})
+
+    # 1. The original: the reference, or the teacher's own solution; it must pass the tests.
+    originals = {p["task_id"]: {"reasoning": p["reference"]["reasoning"], "code": p["reference"]["code"]}
+                 for p in chunk if p.get("reference")}
+    unsolved = [p for p in chunk if not p.get("reference")]
+    solved, bad = ask(teacher, [make_request("solve", p) for p in unsolved], parse_solution, max_attempts, counts)
+    for i, p in enumerate(unsolved):
+        if solved[i] is None:
+            drop(p, "solve: malformed reply", *bad[i])
+        else:
+            originals[p["task_id"]] = solved[i]
+    live, unrecorded = [p for p in chunk if p["task_id"] in originals], set()
+    for p, status in zip(live, code_status(live, [originals[p["task_id"]]["code"] for p in live], **exec_args)):
+        if status == "harness_error":  # the sandbox failed, not the code: left unrecorded, so a rerun tries again
+            counts["original: sandbox error (a rerun tries again)"] += 1
+            unrecorded.add(p["task_id"])
+        elif status != "passed":
+            drop(p, "original fails tests", status)
+    live = [p for p in live if not failures[p["task_id"]] and p["task_id"] not in unrecorded]
+
+    # 2. The variants; the optimized code must pass the tests; a copy of the original is no variant.
+    dimensions = {p["task_id"]: degrade_dimension(p["task_id"], seed) for p in live}
+    requests = ([make_request("optimize", p, originals[p["task_id"]]) for p in live]
+                + [make_request("degrade", p, originals[p["task_id"]], dimensions[p["task_id"]]) for p in live])
+    replies, bad = ask(teacher, requests, parse_solution, max_attempts, counts)
+    variants = {p["task_id"]: {"original": originals[p["task_id"]], "optimized": replies[i],
+                               "degraded": replies[len(live) + i]} for i, p in enumerate(live)}
+    for i, p in enumerate(live):
+        for name, kind, j in (("optimized", "optimize", i), ("degraded", "degrade", len(live) + i)):
+            v = variants[p["task_id"]]
+            if v[name] is None:
+                drop(p, f"{kind}: malformed reply", *bad[j])
+            elif near_identical(v[name]["reasoning"], v["original"]["reasoning"], max_similarity):
+                drop(p, f"{name} (near-)identical to the original", f"difflib ratio >= {max_similarity}")
+                v[name] = None
+    tested = [p for p in live if variants[p["task_id"]]["optimized"]]
+    for p, status in zip(tested, code_status(tested, [variants[p["task_id"]]["optimized"]["code"] for p in tested],
+                                             **exec_args)):
+        if status != "passed":
+            drop(p, "optimized fails tests", status)
+            variants[p["task_id"]]["optimized"] = None
+
+    results = []
+    for p in chunk:
+        record, v = None, variants.get(p["task_id"])
+        if v is not None:
+            pairs = [f"{a}>{b}" for a, b in CRPL_PAIRS if v[a] and v[b]]
+            if pairs:
+                record = {"id": p["task_id"], "problem": p["prompt"], "dimension": dimensions[p["task_id"]],
+                          "teacher": teacher.name, **v, "pairs": pairs}
+                counts.update(f"pairs {t}" for t in pairs)
+            else:
+                drop(p, "fewer than two variants left", "a pair needs two of original, optimized, degraded")
+        results.append((record, failures[p["task_id"]]))
+    return results
+
+
+def finished_ids(path):
+    """ids in a JSONL file this section wrote. A last line cut short by a killed run is removed from the file."""
+    if not os.path.exists(path):
+        return set()
+    with open(path, "rb+") as f:
+        data = f.read()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            f.truncate(end)
+            print(f"{path}: removed an unfinished last line ({len(data) - end} bytes) left by an interrupted run")
+    ids = set()
+    for lineno, line in enumerate(data[:end].decode("utf-8").splitlines(), 1):
+        try:
+            ids.add(json.loads(line)["id"])
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(f"{path}:{lineno}: not a row synth.py wrote (a JSON object with an 'id'); "
+                             f"move the file away or choose another output") from None
+    return ids
+
+
+def synthesize(problems, teacher, out, failures_out=None, seed=0, chunk=32, max_attempts=3, max_similarity=0.99,
+               exec_timeout=3.0, exec_workers=None, exec_memory_mb=2048):
+    """CRPL records for `problems` (grpo.py's problem dicts: task_id, prompt, tests, code_prefix, and optionally a
+    reference {reasoning, code}), appended to `out` one flushed line at a time; every problem that yields no record,
+    and every malformed teacher reply given up on, goes to `failures_out` with the reason. Problems found in either
+    file are skipped, so a rerun resumes an interrupted one. Returns the counts the summary prints."""
+    failures_out = failures_out or os.path.splitext(out)[0] + ".failures.jsonl"
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    done = finished_ids(out) | finished_ids(failures_out)
+    counts, todo, seen = Counter(), [], set()
+    for p in problems:
+        if p["task_id"] in seen or p["prompt"] in seen:
+            counts["duplicate problems skipped"] += 1
+        elif p["task_id"] in done:
+            counts["already done"] += 1
+        else:
+            tests = {"base": p["tests"]} if "type" in p["tests"] else p["tests"]  # one spec: one test group
+            todo.append(dict(p, code_prefix=p.get("code_prefix", ""), tests=tests))
+        seen.update((p["task_id"], p["prompt"]))
+    exec_args = dict(timeout=exec_timeout, workers=exec_workers, memory_mb=exec_memory_mb)
+    with open(out, "a") as data, open(failures_out, "a") as failed, tqdm(total=len(todo), desc="crpl") as bar:
+        for start in range(0, len(todo), chunk):
+            for record, failure_rows in synthesize_chunk(todo[start:start + chunk], teacher, counts, seed,
+                                                         max_attempts, max_similarity, exec_args):
+                if record is not None:  # the record first: a crash in between loses a note, never data
+                    data.write(json.dumps(record) + "\n")
+                    data.flush()
+                    counts["records written"] += 1
+                for row in failure_rows:
+                    failed.write(json.dumps(row) + "\n")
+                failed.flush()
+                bar.update(1)
+    print(f"crpl: {len(problems)} problems -> {out} (failures: {failures_out})")
+    for key in sorted(counts):
+        print(f"  {key}: {counts[key]}")
+    return counts
+
+
+# -----------------------------------------------------------------------------
+# LCB-RB: superior vs inferior reasoning for the same LiveCodeBench problem, from sampled solutions
+
+def lcb_rb_pairs(problems, samples, judge=None, pairs_per_problem=1, seed=0, max_attempts=3, exec_timeout=6.0,
+                 exec_workers=None, exec_memory_mb=4096):
+    """{"problem", "chosen", "rejected"} rows. Execution is the first filter: chosen from the samples whose code
+    passes every test, rejected from those that fail. With a `judge` teacher, a chosen sample must also be judged
+    correct and consistent with its code. problems: {task_id: evaluate.py problem}; samples: evaluate.py sample rows
+    with the whole output in raw_output (or completion). Returns (rows, counts)."""
+    counts, candidates = Counter(), defaultdict(dict)  # task_id -> distinct (reasoning, code), in sample order
+    for s in samples:
+        text = s.get("raw_output", s.get("completion", ""))
+        think, _ = split_reasoning(text)
+        code = s.get("solution") or extract_code(text)
+        if not (think or "").strip() or not code.strip():
+            counts["samples without <think> reasoning or code"] += 1
+        elif (think.strip(), code) in candidates[s["task_id"]]:
+            counts["duplicate samples"] += 1
+        else:
+            candidates[s["task_id"]][(think.strip(), code)] = None
+    flat = [(t, r, c) for t, distinct in candidates.items() for r, c in distinct]
+    statuses = code_status([problems[t] for t, _, _ in flat], [c for _, _, c in flat], exec_timeout, exec_workers,
+                           exec_memory_mb, progress=True)
+    passing, failing = defaultdict(list), defaultdict(list)
+    for (t, r, c), status in zip(flat, statuses):
+        if status == "harness_error":  # the sandbox failed, not the code: no evidence either way
+            counts["samples left out: sandbox error"] += 1
+            continue
+        (passing if status == "passed" else failing)[t].append({"reasoning": r, "code": c})
+        counts[f"samples {'passing' if status == 'passed' else 'failing'}"] += 1
+    tasks = [t for t in candidates if passing[t] and failing[t]]
+    counts["problems with no failing sample"] = sum(1 for t in candidates if not failing[t])
+    counts["problems with no passing sample"] = sum(1 for t in candidates if not passing[t])
+    for t in tasks:
+        rng = random.Random(f"{seed}:{t}")
+        rng.shuffle(passing[t])
+        rng.shuffle(failing[t])
+    chosen = {t: [] if judge else passing[t][:pairs_per_problem] for t in tasks}
+    while judge:  # one candidate per problem per round, until each has its pairs or runs out
+        asks = [(t, passing[t].pop(0)) for t in tasks if len(chosen[t]) < pairs_per_problem and passing[t]]
+        if not asks:
+            break
+        verdicts, _ = ask(judge, [make_request("judge", problems[t], s) for t, s in asks], parse_verdict,
+                          max_attempts, counts)
+        for (t, s), verdict in zip(asks, verdicts):
+            if verdict:
+                chosen[t].append(s)
+            counts[{True: "judge: consistent", False: "judge: not consistent", None: "judge: no verdict"}[verdict]] += 1
+    rows = [{"problem": problems[t]["prompt"], "chosen": c, "rejected": r, "task_id": t,
+             "subset": problems[t].get("difficulty") or "lcb-rb"} for t in tasks for c, r in zip(chosen[t], failing[t])]
+    counts["pairs"] = len(rows)
+    return rows, counts
+
+
+# -----------------------------------------------------------------------------
 # Command line
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help="sample completions for one or more prompts")
@@ -414,8 +984,61 @@ def main():
     gen.add_argument("--dtype", default=None, help="bf16 | fp16 | fp32 (default: bf16 on GPU, fp32 on CPU)")
     gen.add_argument("--device", default=None)
     gen.add_argument("--trust-remote-code", action="store_true")
-    args = parser.parse_args()
+    shared = argparse.ArgumentParser(add_help=False)  # teacher, sandbox and model settings of crpl and lcb-rb
+    shared.add_argument("--teacher-model", help="model name an HTTP teacher or judge serves")
+    shared.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    shared.add_argument("--concurrency", type=int, default=8, help="HTTP requests in flight")
+    shared.add_argument("--rate", type=float, default=0.0, help="most HTTP requests started per second (0: no limit)")
+    shared.add_argument("--retries", type=int, default=6, help="HTTP retries on 429, 5xx and network errors")
+    shared.add_argument("--request-timeout", type=float, default=600.0, help="seconds per HTTP request")
+    shared.add_argument("--teacher-temperature", type=float, default=0.7)
+    shared.add_argument("--teacher-max-tokens", type=int, default=4096)
+    shared.add_argument("--max-attempts", type=int, default=3, help="times a malformed reply is asked for in all")
+    shared.add_argument("--exec-timeout", type=float, default=None, help="seconds per test case (crpl 3, lcb-rb 6)")
+    shared.add_argument("--exec-workers", type=int, default=None, help="sandbox processes (default: one per core)")
+    shared.add_argument("--exec-memory-mb", type=int, default=4096)
+    shared.add_argument("--seed", type=int, default=0)
+    shared.add_argument("--dtype", default=None, help="bf16 | fp16 | fp32, for local models")
+    shared.add_argument("--device", default=None)
+    crpl = commands.add_parser("crpl", parents=[shared], help="optimized and degraded reasoning for each problem")
+    crpl.add_argument("--problems", required=True, nargs="+", help="JSONL problems in grpo.py's training format")
+    crpl.add_argument("--teacher", required=True, help="toy | local:PATH | http(s)://HOST/v1")
+    crpl.add_argument("--out", required=True, help="CRPL records (JSONL), appended to: a rerun resumes")
+    crpl.add_argument("--failures", default=None, help="problems and replies not written as data (default: "
+                                                        "OUT with .failures.jsonl)")
+    crpl.add_argument("--chunk", type=int, default=32, help="problems per round of teacher calls and test runs")
+    crpl.add_argument("--max-similarity", type=float, default=0.99,
+                      help="difflib ratio to the original from which a variant counts as a copy and is dropped")
+    lcb = commands.add_parser("lcb-rb", parents=[shared], help="LCB-RB pairs from sampled LiveCodeBench solutions")
+    lcb.add_argument("--data", default=None, help="LiveCodeBench JSONL file(s), comma-separated (default: download)")
+    lcb.add_argument("--lcb-version", default="release_v6", help="release to download when no --data")
+    lcb.add_argument("--start-date", default=None, help="first contest date, YYYY-MM-DD")
+    lcb.add_argument("--end-date", default=None, help="last contest date, YYYY-MM-DD")
+    lcb.add_argument("--samples", default=None, help="sampled outputs, evaluate.py's samples.jsonl format (task_id, "
+                                                     "raw_output); with --model, generated into it (default: "
+                                                     "OUT with .samples.jsonl), skipping tasks that have them")
+    lcb.add_argument("--model", default=None, help="sample the solutions with this model (hub id or directory)")
+    lcb.add_argument("-n", type=int, default=16, help="samples per problem (the paper: 50)")
+    lcb.add_argument("--temperature", type=float, default=1.0)
+    lcb.add_argument("--top-p", type=float, default=1.0)
+    lcb.add_argument("--max-new-tokens", type=int, default=4096)
+    lcb.add_argument("--batch-size", type=int, default=8, help="prompts per generate() call")
+    lcb.add_argument("--pairs-per-problem", type=int, default=1)
+    lcb.add_argument("--judge", default=None, help="teacher that must find a chosen reasoning correct and "
+                                                   "consistent with its code: local:PATH or http(s)://HOST/v1")
+    lcb.add_argument("--out", required=True, help="pairs (JSONL), rewritten")
+    args = parser.parse_args(argv)
     print(vars(args))
+    if args.command in ("crpl", "lcb-rb"):
+        exec_settings = dict(exec_timeout=args.exec_timeout or (3.0 if args.command == "crpl" else 6.0),
+                             exec_workers=args.exec_workers, exec_memory_mb=args.exec_memory_mb)
+        if args.command == "lcb-rb" and not args.model and not (args.samples and os.path.exists(args.samples)):
+            parser.error(f"lcb-rb needs --model PATH or an existing --samples FILE (got {args.samples!r})")
+        spec = args.teacher if args.command == "crpl" else args.judge
+        try:
+            teacher = make_teacher(spec, args) if spec else None
+        except (ValueError, OSError) as e:
+            raise SystemExit(f"error: {e}")
 
     if args.command == "generate":
         try:
@@ -434,6 +1057,36 @@ def main():
                   f"{sum(sample.logprobs) / max(1, len(sample.logprobs)):.3f}\n{sample.text}")
         n_tokens = sum(len(s.token_ids) for s in samples)
         print(f"--- {len(samples)} samples, {n_tokens} tokens in {seconds:.2f}s ({n_tokens / seconds:.1f} tokens/s)")
+
+    elif args.command == "crpl":
+        from grpo import load_problems  # grpo.py owns the problem format, and imports this file
+        try:
+            synthesize(load_problems(args.problems), teacher, args.out, args.failures, args.seed, args.chunk,
+                       args.max_attempts, args.max_similarity, **exec_settings)
+        except (TeacherError, ValueError) as e:
+            raise SystemExit(f"error: {e}\n(finished problems are saved: the same command resumes)")
+
+    elif args.command == "lcb-rb":
+        problems = {p["task_id"]: p for p in load_benchmark("livecodebench", args.data, lcb_version=args.lcb_version,
+                                                            start_date=args.start_date, end_date=args.end_date)[0]}
+        samples_path = Path(args.samples or os.path.splitext(args.out)[0] + ".samples.jsonl")
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        samples_path.parent.mkdir(parents=True, exist_ok=True)
+        if args.model:
+            generate_samples(problems, argparse.Namespace(
+                model=args.model, n=args.n, dtype=args.dtype, device=args.device, family="lcb", prompt_format="recode",
+                batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                top_p=args.top_p, seed=args.seed), samples_path)
+        try:
+            rows, counts = lcb_rb_pairs(problems, load_samples(samples_path, set(problems)), teacher,
+                                        args.pairs_per_problem, args.seed, args.max_attempts, **exec_settings)
+        except TeacherError as e:
+            raise SystemExit(f"error: {e}")
+        with open(args.out, "w") as f:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+        print(f"lcb-rb: {len(problems)} problems, {len(rows)} pairs -> {args.out}")
+        for key in sorted(counts):
+            print(f"  {key}: {counts[key]}")
 
 
 if __name__ == "__main__":

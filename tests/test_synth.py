@@ -1,6 +1,7 @@
 """
 Tests for synth.py: model loading, prompt formatting and the generation engine, on tiny random models built from a
-config (Qwen2 and Llama) with a tokenizer trained here. No downloads.
+config (Qwen2 and Llama) with a tokenizer trained here; CRPL synthesis (toy, HTTP and local teachers, filters, resume)
+and LCB-RB pair building on small fixtures, with a chat-completions server on 127.0.0.1. No downloads.
 
     python -m pytest -q tests/test_synth.py
 """
@@ -8,10 +9,13 @@ config (Qwen2 and Llama) with a tokenizer trained here. No downloads.
 import datetime
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -23,7 +27,9 @@ from transformers import PreTrainedTokenizerFast
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from synth import (Sample, eos_token_ids, format_prompt, generate, load_model, tiny_model,  # noqa: E402
+from synth import (DEGRADATIONS, TOY_DIGRESSIONS, TOY_FALSE_FACTS, TOY_LEAPS, TOY_SWAPS, HTTPTeacher,  # noqa: E402
+                   LocalTeacher, Sample, TeacherError, ToyTeacher, eos_token_ids, format_prompt, generate,
+                   lcb_rb_pairs, load_model, main, make_request, parse_solution, split_steps, synthesize, tiny_model,
                    train_tiny_tokenizer)
 
 CORPUS = [
@@ -300,3 +306,379 @@ def test_sample_fields(tokenizer):
     sample = generate(tiny_model(tokenizer), tokenizer, ["for"], max_new_tokens=3, temperature=0)[0]
     assert isinstance(sample, Sample)
     assert set(vars(sample)) == {"prompt_index", "text", "token_ids", "logprobs", "finish_reason", "prompt_token_ids"}
+
+
+
+# -----------------------------------------------------------------------------
+# CRPL synthesis and LCB-RB pairs
+
+FIXTURES = ROOT / "tests" / "fixtures" / "synth"
+
+
+def fixture_problems():
+    return [json.loads(line) for line in (FIXTURES / "problems.jsonl").read_text().splitlines()]
+
+
+def read_rows(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()] if Path(path).exists() else []
+
+
+def good_reply(reasoning, code):
+    return f"<think>\n{reasoning}\n</think>\n<answer>\n```python\n{code}\n```\n</answer>"
+
+
+def original_code(request_text):
+    return re.search(r"```python\n(.*?)\n```", request_text, re.S)[1]  # the first block: the solution's code
+
+
+class ScriptedTeacher:
+    """A teacher whose replies a function of the request decides; it remembers what it was asked."""
+    name = "scripted"
+
+    def __init__(self, reply):
+        self.reply, self.requests = reply, []
+
+    def __call__(self, requests, attempt=0):
+        self.requests += requests
+        return [self.reply(r) for r in requests]
+
+
+class ChatServer:
+    """A chat-completions endpoint on 127.0.0.1 whose answers `reply(body) -> (status, headers, content)` decides."""
+
+    def __init__(self, reply):
+        self.reply, self.requests, self.lock = reply, [], threading.Lock()
+        self.in_flight = self.max_in_flight = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server.lock:
+                    server.requests.append((self.path, dict(self.headers), body))
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    status, headers, content = server.reply(body)
+                finally:
+                    with server.lock:
+                        server.in_flight -= 1
+                data = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def chat_server():
+    servers = []
+    yield lambda reply: servers.append(ChatServer(reply)) or servers[-1]
+    for server in servers:
+        server.close()
+
+
+def test_http_teacher_writes_good_replies_and_records_malformed_ones_as_failures(chat_server, tmp_path, monkeypatch,
+                                                                                 capsys):
+    def reply(body):
+        user = body["messages"][-1]["content"]
+        if "clearly worse" in user and "sum of the even numbers" in user:
+            return 200, {}, "Sure! Here is a worse version of the reasoning."  # never in ReCode's format
+        kind = "worse" if "clearly worse" in user else "better"
+        return 200, {}, good_reply(f"A {kind} reasoning, written by the server.", original_code(user))
+
+    server = chat_server(reply)
+    monkeypatch.setenv("TEACHER_KEY", "sekrit")
+    problems = tmp_path / "problems.jsonl"
+    problems.write_text("".join((FIXTURES / "problems.jsonl").read_text().splitlines(keepends=True)[:2]))
+    out, failures = tmp_path / "crpl.jsonl", tmp_path / "crpl.failures.jsonl"
+    command = ["crpl", "--problems", str(problems), "--teacher", server.url, "--out", str(out)]
+    with pytest.raises(SystemExit, match="--teacher-model"):
+        main(command)
+    main(command + ["--teacher-model", "teacher-x", "--api-key-env", "TEACHER_KEY", "--max-attempts", "3"])
+
+    records = {r["id"]: r for r in read_rows(out)}
+    assert records["largest"]["optimized"]["reasoning"] == "A better reasoning, written by the server."
+    assert records["largest"]["degraded"]["reasoning"] == "A worse reasoning, written by the server."
+    assert records["largest"]["teacher"] == f"teacher-x@{server.url}"
+    assert records["sum_even"]["degraded"] is None and records["sum_even"]["pairs"] == ["optimized>original"]
+    assert "Sure!" not in out.read_text()
+    degrade_asks = [b for _, _, b in server.requests if "clearly worse" in b["messages"][-1]["content"]
+                    and "sum of the even numbers" in b["messages"][-1]["content"]]
+    assert len(degrade_asks) == 3 and "malformed teacher replies: 3" in capsys.readouterr().out
+    assert read_rows(failures) == [{"id": "sum_even", "stage": "degrade: malformed reply",
+                                    "reason": "no <think>...</think> reasoning",
+                                    "reply": "Sure! Here is a worse version of the reasoning."}]
+    path, headers, body = server.requests[0]
+    assert path == "/v1/chat/completions" and headers["Authorization"] == "Bearer sekrit"
+    assert body["model"] == "teacher-x" and body["messages"][-1]["role"] == "user"
+
+
+def test_http_teacher_retries_429_and_5xx_honoring_retry_after(chat_server):
+    script = iter([(429, {"Retry-After": "7"}, None), (503, {}, None), (200, {}, "fine")])
+    server = chat_server(lambda body: next(script))
+    teacher = HTTPTeacher(server.url, "m", backoff=0.5)
+    sleeps = []
+    teacher.sleep = sleeps.append  # record the waits instead of waiting
+    assert teacher([{"system": None, "user": "hi"}]) == ["fine"]
+    assert len(server.requests) == 3
+    assert sleeps[0] == 7.0                 # Retry-After beats the 0.5-1 s backoff of the first retry
+    assert 1.0 <= sleeps[1] <= 1.5          # exponential backoff: 0.5 * 2 ** 1, times a jitter in [1, 1.5]
+
+    server = chat_server(lambda body: (500, {}, None))
+    teacher = HTTPTeacher(server.url, "m", retries=2)
+    teacher.sleep = lambda seconds: None
+    with pytest.raises(TeacherError, match="no answer after 3 tries"):
+        teacher([{"system": None, "user": "hi"}])
+    assert len(server.requests) == 3
+
+    server = chat_server(lambda body: (401, {}, None))  # a bad key: retrying cannot help
+    with pytest.raises(TeacherError, match="HTTP 401"):
+        HTTPTeacher(server.url, "m")([{"system": None, "user": "hi"}])
+    assert len(server.requests) == 1
+
+
+def test_http_teacher_concurrency_and_rate_limit(chat_server):
+    everyone_in = threading.Barrier(3, timeout=20)
+
+    def reply(body):
+        n = int(body["messages"][-1]["content"])
+        if n < 3:
+            everyone_in.wait()  # answered only once three requests are in flight together
+        return 200, {}, f"echo {n}"
+
+    server = chat_server(reply)
+    teacher = HTTPTeacher(server.url, "m", concurrency=3, retries=0)
+    assert teacher([{"system": None, "user": str(n)} for n in range(9)]) == [f"echo {n}" for n in range(9)]
+    assert server.max_in_flight == 3
+
+    teacher = HTTPTeacher(server.url, "m", concurrency=1, rate=4.0)
+    clock = [0.0]
+    teacher.clock = lambda: clock[0]
+    teacher.sleep = lambda seconds: clock.__setitem__(0, clock[0] + seconds)
+    teacher([{"system": None, "user": str(n)} for n in range(3, 8)])
+    assert clock[0] == pytest.approx(1.0)  # 5 requests at 4 per second: the last one starts at t = 1 s
+
+
+def token_swaps(old, new):
+    a, b = re.split(r"(\W+)", old), re.split(r"(\W+)", new)
+    assert len(a) == len(b), (old, new)
+    return [(x, y) for x, y in zip(a, b) if x != y]
+
+
+def test_toy_teacher_is_deterministic_and_changes_the_intended_dimension():
+    differs_with_seed = False
+    for p in fixture_problems():
+        reference = p["reference"]
+        steps, _ = split_steps(reference["reasoning"])
+        optimized = parse_solution(ToyTeacher(seed=1)([make_request("optimize", p, reference)])[0])
+        new_steps, _ = split_steps(optimized["reasoning"])
+        assert optimized["code"].strip() == reference["code"].strip()
+        assert [s.split(": ", 1)[1] for s in new_steps if s.startswith("Step ")] == steps
+        assert any(s.startswith("Edge cases:") for s in new_steps) and any("Complexity:" in s for s in new_steps)
+        for dimension in DEGRADATIONS:
+            request = make_request("degrade", p, reference, dimension)
+            reply = ToyTeacher(seed=1)([request])[0]
+            assert ToyTeacher(seed=1)([request])[0] == reply
+            differs_with_seed |= ToyTeacher(seed=2)([request])[0] != reply
+            degraded = parse_solution(reply)
+            assert degraded["code"].strip() == reference["code"].strip()
+            new, _ = split_steps(degraded["reasoning"])
+            added = [s for s in new if s not in steps]
+            if dimension == "coherence":  # same steps, another order, plus a digression
+                assert sorted(s for s in new if s in steps) == sorted(steps)
+                assert [s for s in new if s in steps] != steps
+                assert len(added) == 1 and added[0] in TOY_DIGRESSIONS
+            elif dimension == "logical rigor":  # steps dropped, the rest in order, plus an unjustified leap
+                kept = [s for s in new if s in steps]
+                assert len(kept) < len(steps) and kept == [s for s in steps if s in kept]
+                assert len(added) == 1 and added[0] in TOY_LEAPS
+            elif len(new) == len(steps):  # factual accuracy: words turned into their opposites or numbers changed
+                swaps = [swap for old, changed in zip(steps, new) for swap in token_swaps(old, changed)]
+                assert 1 <= len(swaps) <= max(2, len(steps) // 2)
+                assert all(TOY_SWAPS.get(x.lower()) == y.lower() or (x.isdigit() and y.isdigit()) for x, y in swaps)
+            else:  # factual accuracy without a word to swap: a false statement added
+                assert [s for s in new if s in steps] == steps and len(added) == 1 and added[0] in TOY_FALSE_FACTS
+    assert differs_with_seed
+
+
+def test_filters_drop_failing_code_and_copies_and_count_every_drop(tmp_path, capsys):
+    problems = fixture_problems()[:5]
+    problems[0]["reference"]["code"] = "def largest(xs):\n    return xs[0]\n"  # the original fails its tests
+
+    def reply(request):
+        reasoning, code = request["reasoning"], request["code"]
+        if request["kind"] == "optimize" and request["id"] == "sum_even":
+            return good_reply("A tidier reasoning.", "def sum_even(xs):\n    return 0\n")  # fails the tests
+        if request["id"] == "reverse_words" and request["kind"] == "degrade":
+            return good_reply(reasoning.replace("words.", "words!", 1), code)  # one character changed
+        if request["id"] == "is_palindrome":
+            return good_reply(reasoning, code)  # both variants copy the original
+        return good_reply(f"A {request['kind']}d version of the reasoning.", code)
+
+    teacher = ScriptedTeacher(reply)
+    out = tmp_path / "crpl.jsonl"
+    counts = synthesize(problems, teacher, str(out))
+    assert "largest" not in {r["id"] for r in teacher.requests}  # a failing original is never sent to the teacher
+    assert counts["original fails tests"] == 1 and counts["optimized fails tests"] == 1
+    assert counts["degraded (near-)identical to the original"] == 2
+    assert counts["optimized (near-)identical to the original"] == 1
+    assert counts["fewer than two variants left"] == 1 and counts["records written"] == 3
+    records = {r["id"]: r for r in read_rows(out)}
+    assert records["sum_even"]["optimized"] is None and records["sum_even"]["pairs"] == ["original>degraded"]
+    assert records["reverse_words"]["degraded"] is None and records["reverse_words"]["pairs"] == ["optimized>original"]
+    assert len(records["count_vowels"]["pairs"]) == 3
+    failures = {(f["id"], f["stage"]) for f in read_rows(tmp_path / "crpl.failures.jsonl")}
+    assert failures == {("largest", "original fails tests"), ("sum_even", "optimized fails tests"),
+                        ("reverse_words", "degraded (near-)identical to the original"),
+                        ("is_palindrome", "optimized (near-)identical to the original"),
+                        ("is_palindrome", "degraded (near-)identical to the original"),
+                        ("is_palindrome", "fewer than two variants left")}
+    assert "original fails tests: 1" in capsys.readouterr().out
+
+
+def test_an_interrupted_run_resumes_without_redoing_a_problem(tmp_path):
+    problems = fixture_problems()
+    synthesize(problems, ToyTeacher(seed=3), str(tmp_path / "whole.jsonl"), chunk=2)
+
+    class DiesOnThirdCall(ToyTeacher):
+        calls = 0
+
+        def __call__(self, requests, attempt=0):
+            self.calls += 1
+            if self.calls == 3:
+                raise RuntimeError("teacher went away")
+            return super().__call__(requests, attempt)
+
+    out = tmp_path / "crpl.jsonl"
+    with pytest.raises(RuntimeError, match="went away"):
+        synthesize(problems, DiesOnThirdCall(seed=3), str(out), chunk=2)
+    assert [r["id"] for r in read_rows(out)] == [p["task_id"] for p in problems[:4]]
+    with open(out, "a") as f:
+        f.write('{"id": "is_palindrome", "problem": "Return Tr')  # a line cut short by a killed process
+
+    class Counting(ToyTeacher):
+        asked = []
+
+        def __call__(self, requests, attempt=0):
+            self.asked += [r["id"] for r in requests]
+            return super().__call__(requests, attempt)
+
+    teacher = Counting(seed=3)
+    counts = synthesize(problems, teacher, str(out), chunk=2)
+    assert sorted(teacher.asked) == ["factorial", "factorial", "is_palindrome", "is_palindrome"]
+    assert counts["already done"] == 4 and counts["records written"] == 2
+    assert out.read_text() == (tmp_path / "whole.jsonl").read_text()
+
+
+def test_crpl_command_line_writes_what_reward_py_reads(tmp_path, capsys):
+    from reward import read_groups
+    problems = tmp_path / "problems.jsonl"
+    lines = (FIXTURES / "problems.jsonl").read_text().splitlines()
+    problems.write_text("\n".join(lines + lines[:1]) + "\n")  # one problem twice
+    out = tmp_path / "crpl.jsonl"
+    main(["crpl", "--problems", str(problems), "--teacher", "toy", "--out", str(out)])
+    assert "duplicate problems skipped: 1" in capsys.readouterr().out
+    rows = read_rows(out)
+    assert len(rows) == 6 and {r["dimension"] for r in rows} <= set(DEGRADATIONS)
+    groups = read_groups([str(out)])
+    assert len(groups) == 6 and all(len(g.pairs) == 3 and len(g.texts) == 3 for g in groups)
+    main(["crpl", "--problems", str(problems), "--teacher", "toy", "--out", str(out)])
+    assert "already done: 6" in capsys.readouterr().out and read_rows(out) == rows
+
+
+def test_local_teacher_replies_that_are_not_recode_format_become_failures(tokenizer, tmp_path):
+    tiny_model(tokenizer).save_pretrained(tmp_path / "teacher")
+    tokenizer.save_pretrained(tmp_path / "teacher")
+    teacher = LocalTeacher(str(tmp_path / "teacher"), max_new_tokens=8)
+    out = tmp_path / "crpl.jsonl"
+    counts = synthesize(fixture_problems()[:1], teacher, str(out), max_attempts=2)
+    assert out.read_text() == "" and counts["malformed teacher replies"] == 4  # optimize and degrade, twice each
+    assert [f["stage"] for f in read_rows(tmp_path / "crpl.failures.jsonl")] == [
+        "optimize: malformed reply", "degrade: malformed reply", "fewer than two variants left"]
+
+
+def lcb_fixture():
+    from evaluate import load_benchmark, load_samples
+    problems = {p["task_id"]: p for p in load_benchmark("livecodebench", str(FIXTURES / "lcb.jsonl"))[0]}
+    return problems, load_samples(FIXTURES / "lcb_samples.jsonl", set(problems))
+
+
+def reasoning_of(text):
+    return re.search(r"<think>\n(.*?)\n</think>", text, re.S)[1]
+
+
+def test_lcb_rb_pairs_chosen_from_passing_rejected_from_failing():
+    problems, samples = lcb_fixture()
+    rows, counts = lcb_rb_pairs(problems, samples, pairs_per_problem=2)
+    passing = {"Read both numbers from the line and print their sum.",
+               "Split the line into two integers; the answer is a plus b, printed on its own line.",
+               "Scan the array and keep the largest value."}
+    failing = {"Read both numbers and print their difference.", "Print the sum of the two numbers.",
+               "The answer is the smallest value."}
+    assert sorted(r["task_id"] for r in rows) == ["add", "add", "maxof"]  # "double" has no failing sample
+    for row in rows:
+        assert row["chosen"]["reasoning"] in passing and row["rejected"]["reasoning"] in failing
+        assert row["problem"] == problems[row["task_id"]]["prompt"]
+    add = [r for r in rows if r["task_id"] == "add"]
+    assert len({r["chosen"]["reasoning"] for r in add}) == 2 and len({r["rejected"]["reasoning"] for r in add}) == 2
+    assert counts["samples without <think> reasoning or code"] == 1 and counts["duplicate samples"] == 1
+    assert counts["problems with no failing sample"] == 1 and counts["pairs"] == 3
+
+
+def test_lcb_rb_judge_must_accept_the_chosen_reasoning():
+    problems, samples = lcb_fixture()
+
+    def verdict(request):
+        if "largest value" in request["reasoning"]:
+            return "Hmm, hard to say."  # no verdict: asked again, then given up
+        return "VERDICT: NO" if request["reasoning"].startswith("Read both") else "Looks right.\nVERDICT: YES"
+
+    judge = ScriptedTeacher(verdict)
+    rows, counts = lcb_rb_pairs(problems, samples, judge=judge, pairs_per_problem=2, max_attempts=2)
+    assert [(r["task_id"], r["chosen"]["reasoning"]) for r in rows] == [
+        ("add", "Split the line into two integers; the answer is a plus b, printed on its own line.")]
+    assert counts["judge: not consistent"] == 1 and counts["judge: consistent"] == 1
+    assert counts["judge: no verdict"] == 1 and counts["malformed teacher replies"] == 2
+    assert all(r["kind"] == "judge" and "VERDICT" in r["user"] for r in judge.requests)
+
+
+def test_lcb_rb_command_line(tmp_path):
+    from reward import read_groups
+    out = tmp_path / "lcb_rb.jsonl"
+    main(["lcb-rb", "--data", str(FIXTURES / "lcb.jsonl"), "--samples", str(FIXTURES / "lcb_samples.jsonl"),
+          "--out", str(out)])
+    rows = read_rows(out)
+    assert sorted(r["task_id"] for r in rows) == ["add", "maxof"]
+    assert all(set(r) >= {"problem", "chosen", "rejected"} for r in rows)
+    assert {r["subset"] for r in rows} == {"easy", "medium"}
+    assert sum(len(g.pairs) for g in read_groups([str(out)])) == 2
+
+
+def test_lcb_rb_samples_with_the_engine_and_resumes_sampling(tokenizer, tmp_path, capsys):
+    tiny_model(tokenizer).save_pretrained(tmp_path / "policy")
+    tokenizer.save_pretrained(tmp_path / "policy")
+    args = ["lcb-rb", "--data", str(FIXTURES / "lcb.jsonl"), "--model", str(tmp_path / "policy"), "-n", "2",
+            "--max-new-tokens", "6", "--out", str(tmp_path / "lcb_rb.jsonl")]
+    main(args)
+    samples = read_rows(tmp_path / "lcb_rb.samples.jsonl")
+    assert sorted(s["task_id"] for s in samples) == ["add", "add", "double", "double", "maxof", "maxof"]
+    # a random model writes no <think> block: every sample is counted and left out, and no pair is made
+    assert "samples without <think> reasoning or code: 6" in capsys.readouterr().out
+    assert read_rows(tmp_path / "lcb_rb.jsonl") == []
+    main(args)  # every problem has its samples already: none are drawn again
+    assert read_rows(tmp_path / "lcb_rb.samples.jsonl") == samples

