@@ -47,8 +47,10 @@ import struct
 import subprocess
 import sys
 import threading
+import tempfile
 import time
 import types
+from collections import Counter, OrderedDict, defaultdict, deque
 from decimal import Decimal, InvalidOperation
 
 STATUSES = ("passed", "failed", "timeout", "memory", "runtime_error", "syntax_error", "harness_error")
@@ -63,6 +65,7 @@ OPEN_FILES = 256             # RLIMIT_NOFILE
 PROCESSES = 128              # RLIMIT_NPROC for the program's own uid (threads count too)
 UID_BASE = 1_000_000_000     # program uids: UID_BASE + 1024 * (runner pid % 10**6) + slot, unique per runner and slot
 REPORT_FD = 3                # the child's private report pipe
+DIGEST_ABOVE = 8 << 20       # a call result whose JSON is longer is shipped as a sha256 digest
 # "auto": the strongest isolation the machine allows. "minimal": no namespaces and no uid switch, as on a machine
 # without privileges (used by the tests to exercise the fallback; never choose it for real training).
 SANDBOX = os.environ.get("RECODE_SANDBOX", "auto")
@@ -125,6 +128,8 @@ def validate_job(job):
                 return f"stdio case {i} needs 'input' and 'output' strings"
             if kind == "call" and not (isinstance(case.get("args"), list) or isinstance(case.get("args_py"), str)):
                 return f"call case {i} needs an 'args' list or an 'args_py' literal"
+            if "timeout" in case and not (isinstance(case["timeout"], (int, float)) and case["timeout"] > 0):
+                return f"case {i}: 'timeout' must be a positive number of seconds"
         if kind == "call" and not isinstance(tests.get("fn_name"), str):
             return "call tests need a 'fn_name' string"
         if not isinstance(tests.get("atol", 0), (int, float)) or tests.get("atol", 0) < 0:
@@ -241,16 +246,17 @@ class Zygote:
         process, which judges each case as it is reported and tells the zygote whether to go on."""
         tests = job["tests"]
         cases = tests.get("cases", [])
-        inputs = [{k: c[k] for k in ("input", "args", "args_py") if k in c} for c in cases]
+        inputs = [{k: c[k] for k in ("input", "args", "args_py", "timeout") if k in c} for c in cases]
         _send(self.to_zygote, {"code": job["code"], "tests": dict(tests, cases=inputs), "timeout": timeout,
                                "memory_mb": memory_mb})
-        budget = time.monotonic() + timeout * max(1, len(cases)) + 2 * max(1, len(cases)) + 30
-        passed, first_failure, outputs = 0, None, [None] * len(cases)
+        budget = time.monotonic() + sum(c.get("timeout", timeout) for c in cases) + timeout + 2 * len(cases) + 30
+        passed, first_failure, outputs, times = 0, None, [None] * len(cases), [None] * len(cases)
         while True:
             message = _recv(self.from_zygote, budget)
             if message is None:
                 raise EOFError("the sandbox process exited")
             if "end" not in message:          # one case's outcome
+                times[message["index"]] = message.get("seconds")
                 failure = _judge_case(tests, message, outputs)
                 if failure is None:
                     passed += 1
@@ -269,7 +275,7 @@ class Zygote:
                       else {"status": first_failure["status"], "passed": passed, "total": total,
                             "detail": first_failure["detail"]})
             if any("expected" not in c for c in cases) and tests["type"] == "call":
-                result["outputs"] = outputs
+                result["outputs"], result["times"] = outputs, times   # record mode: outputs and seconds per case
             return result
 
     def close(self):
@@ -550,9 +556,9 @@ def _unreachable_library_dirs():
 
 
 def _make_scratch_dir():
-    import tempfile
     path = tempfile.mkdtemp(prefix="recode-exec-")
     os.chmod(path, 0o755)
+    tempfile.tempdir = None     # do not let the snapshot of tempfile remember /tmp: runs must use their TMPDIR
     return path
 
 
@@ -600,11 +606,13 @@ def _library_dirs():
 def run_job_in_zygote(request, state, ask_parent):
     """Run one job's sandboxed runs; report each case through ask_parent(message) -> go on?; return the end."""
     code, tests = request["code"], request["tests"]
-    limits = {"timeout": request["timeout"], "memory_mb": request["memory_mb"]}
+    limits = {"timeout": request["timeout"], "memory_mb": request["memory_mb"],
+              "case_timeouts": [c.get("timeout", request["timeout"]) for c in tests.get("cases", [])]}
     kind = tests["type"]
     if kind == "stdio":     # one fresh run per case, real stdin through a pipe
         for index, case in enumerate(tests["cases"]):
-            run = sandbox_run({"kind": "stdio", "code": code}, case["input"].encode(), limits, state)
+            case_limits = dict(limits, case_timeouts=[limits["case_timeouts"][index]])
+            run = sandbox_run({"kind": "stdio", "code": code}, case["input"].encode(), case_limits, state)
             error = run["error"]
             if error is None and "error" in run["reports"]:
                 error = {"status": _status_of_error(run["reports"]["error"]), "detail": run["reports"]["error"]}
@@ -685,8 +693,9 @@ def sandbox_run(payload, stdin_data, limits, state, on_case=None):
     for fd in (in_r, out_w, err_w, rep_w):
         os.close(fd)
 
-    timeout = limits["timeout"]
-    deadline = time.monotonic() + timeout + 1.0   # +1 s: interpreter start-up work is not the program's time
+    timeouts = limits["case_timeouts"] or [limits["timeout"]]
+    case_timeout = lambda: timeouts[min(reports["cases_done"], len(timeouts) - 1)]
+    deadline = time.monotonic() + timeouts[0] + 1.0   # +1 s: interpreter start-up work is not the program's time
     streams = {out_r: bytearray(), err_r: bytearray(), rep_r: bytearray()}
     reports, stopped_early, timed_out, overflow = {"cases_done": 0}, False, False, False
     pending_in = memoryview(stdin_data)
@@ -732,7 +741,7 @@ def sandbox_run(payload, stdin_data, limits, state, on_case=None):
                 buf.extend(chunk)
                 keep_going, reset = _parse_reports(buf, nonce, reports, on_case)
                 if reset:   # the parent owns time per case: each finished case opens a fresh window
-                    deadline = time.monotonic() + timeout
+                    deadline = time.monotonic() + case_timeout()
                 if not keep_going:
                     stopped_early = True
         # Once the child has exited, everything it wrote is in the pipes: stop waiting, even if a leftover
@@ -763,7 +772,7 @@ def sandbox_run(payload, stdin_data, limits, state, on_case=None):
                  {"status": "harness_error", "detail": f"sandbox setup failed: {why or exit_code}"})
     elif timed_out:
         where = f" (case {reports['cases_done']})" if payload["kind"] == "call" else ""
-        error = {"status": "timeout", "detail": f"exceeded the {timeout:g} s limit{where}"}
+        error = {"status": "timeout", "detail": f"exceeded the {case_timeout():g} s limit{where}"}
     elif overflow:
         error = {"status": "runtime_error", "detail": f"printed more than {STDOUT_LIMIT} bytes"}
     elif reports.get("syntax"):
@@ -784,11 +793,12 @@ def _parse_reports(buf, nonce, reports, on_case):
             continue
         kind, _, body = rest.partition(" ")
         if kind == "case":
-            index, ok, value = json.loads(body)
+            index, ok, value, seconds = json.loads(body)
             reports["cases_done"] += 1
             reset = True
             error = None if ok else {"status": _status_of_error(value), "detail": value}
-            if on_case is not None and not on_case({"index": index, "error": error, "value": value if ok else None}):
+            message = {"index": index, "error": error, "value": value if ok else None, "seconds": seconds}
+            if on_case is not None and not on_case(message):
                 keep_going = False
                 break
         elif kind == "done":
@@ -891,7 +901,7 @@ def _child(payload, fds, nonce, limits, state):
             os.chown(scratch, mode["uid"], mode["uid"])
         os.chdir(scratch)
         os.environ["HOME"] = os.environ["TMPDIR"] = scratch    # the rest is the zygote's environment: _clean_env()
-        budget = limits["timeout"] * max(1, len(payload.get("cases", [])))
+        budget = sum(limits["case_timeouts"]) or limits["timeout"]
         _limit(resource.RLIMIT_CPU, int(budget) + 2)     # backstop only: the parent's wall clock rules
         _limit(resource.RLIMIT_AS, state["base_vm"] + limits["memory_mb"] * (1 << 20))
         _limit(resource.RLIMIT_FSIZE, FILE_SIZE_LIMIT)
@@ -1040,16 +1050,36 @@ def _run_call_cases(payload, namespace, report, dumps):
     except BaseException as e:
         report("error", _one_line(f"cannot find {fn_name!r}: {_describe(e)}"))
         return
+    clock = time.perf_counter
     for index, case in enumerate(payload["cases"]):
         try:
             args = case["args"] if "args" in case else ast.literal_eval(case["args_py"])
-            value = to_plain(fn(*args))
-            line = dumps([index, True, value])
+            start = clock()
+            value = fn(*args)
+            seconds = clock() - start
+            line = dumps([index, True, _plain_json(value, dumps), seconds])
         except SystemExit as e:
-            line = dumps([index, False, f"exit({e.code!r}) during the call"])
+            line = dumps([index, False, f"exit({e.code!r}) during the call", 0.0])
         except BaseException as e:
-            line = dumps([index, False, _describe(e)])
+            line = dumps([index, False, _describe(e), 0.0])
         report("case", line)
+
+
+def _plain_json(value, dumps):
+    """The result as plain data for the parent. json's C encoder reads builtin containers' own storage, so it is both
+    fast and blind to overridden methods; what it refuses goes through to_plain. An output too big to ship (say
+    10**8 tuples) is replaced by a digest of its canonical form, which the parent compares exactly."""
+    try:
+        text = dumps(value)
+        plain = value
+    except (TypeError, ValueError):
+        plain = to_plain(value)
+        text = dumps(plain)
+    if len(text) <= DIGEST_ABOVE:
+        return json.loads(text)
+    import hashlib
+    canonical = dumps(to_plain(plain), sort_keys=True).encode()
+    return {"sha256": hashlib.sha256(canonical).hexdigest(), "json_bytes": len(canonical)}
 
 
 def to_plain(value, depth=0):
@@ -1058,13 +1088,15 @@ def to_plain(value, depth=0):
     if depth > 100:
         raise ValueError("result nested more than 100 levels deep")
     t = type(value)
+    if t is int and value.bit_length() > 10_000:
+        return {"int_hex": hex(value)}     # decimal conversion of huge ints is quadratic (and capped by Python)
     if value is None or t in (bool, int, float, str):
         return value
-    if t in (list, tuple):
+    if t in (list, tuple, deque):
         return [to_plain(v, depth + 1) for v in value]
-    if t is dict:
+    if t in (dict, Counter, OrderedDict, defaultdict):
         return {k if type(k) is str else json.dumps(to_plain(k, depth + 1)): to_plain(v, depth + 1)
-                for k, v in value.items()}
+                for k, v in dict.items(value)}
     if t in (set, frozenset):
         return sorted((to_plain(v, depth + 1) for v in value), key=json.dumps)
     if t is complex:
@@ -1076,7 +1108,7 @@ def to_plain(value, depth=0):
     raise TypeError(f"result of type {t.__qualname__} is not plain data (use builtin types)")
 
 
-def _restore_interpreter(saved_modules, _modules=sys.modules, _listdir=os.listdir, _len=len,
+def _restore_interpreter(saved_modules, _modules=sys.modules, _frames=sys._current_frames, _len=len,
                          _setattr=type.__setattr__, _delattr=type.__delattr__):
     """Put back every attribute the program replaced in the given modules and their classes, and refuse to test
     with the program's threads still running (they could patch things mid-test). Using only what was bound when
@@ -1093,7 +1125,7 @@ def _restore_interpreter(saved_modules, _modules=sys.modules, _listdir=os.listdi
             for key, value in saved_attrs.items():
                 if key not in ("__dict__", "__weakref__") and current.get(key) is not value:
                     _setattr(cls, key, value)
-    if _len(_listdir("/proc/self/task")) > 1:
+    if _len(_frames()) > 1:     # Python threads only: native helper threads (pandas' jemalloc) are harmless
         return "the program left threads running before the tests"
     return None
 
@@ -1146,10 +1178,12 @@ def _make_guard(state, test_file):
         for unwrap in ("__func__", "fget", "func"):   # classmethod/staticmethod, property, partial(method)
             value = getattr(value, unwrap, None) or value
         code = getattr(value, "__code__", None)
-        if type(code) is not types.CodeType:     # e.g. __eq__ = int.__ne__: a builtin slot borrowed by a new class
-            return False
-        filename = code.co_filename
-        return filename == test_file or (filename.startswith(library_dirs) and os.path.isfile(filename))
+        if type(code) is types.CodeType:
+            filename = code.co_filename
+            return filename == test_file or (filename.startswith(library_dirs) and os.path.isfile(filename))
+        # Not Python code: trusted only as an instance of a library class that existed before the program ran
+        # (unittest.mock's MagicProxy); a builtin slot borrowed from another type (__eq__ = int.__ne__) is not.
+        return type(value) in known and bool(type(value).__flags__ & (1 << 9))
 
     def trusted_class(cls):
         verdict = verdicts.get(cls)

@@ -98,10 +98,13 @@ def test_call_expected_values_never_enter_the_child():
     assert r["status"] == "failed" and "not found" in r["detail"]
 
 
-def test_call_refuses_objects_that_define_equality():
+def test_call_never_asks_the_program_whether_it_is_equal():
     tests = {"type": "call", "fn_name": "f", "cases": [{"args": [1], "expected": 2}]}
     hack = "class A(int):\n    def __eq__(self, o): return True\ndef f(x):\n    return A(7)\n"
-    r = run(hack, tests)
+    r = run(hack, tests)     # shipped as its plain value, 7, and compared here
+    assert r["status"] == "failed" and "got 7" in r["detail"]
+    custom = "class A:\n    def __eq__(self, o): return True\ndef f(x):\n    return A()\n"
+    r = run(custom, tests)
     assert r["status"] == "runtime_error" and "not plain data" in r["detail"]
 
 
@@ -389,3 +392,45 @@ def test_minimal_sandbox_still_sweeps_and_judges():
     assert report["statuses"] == ["passed", "timeout", "failed", "failed"]
     assert report["children"] == []
     assert "subreaper sweep" in report["isolation"] and "NETWORK NOT ISOLATED" in report["isolation"]
+
+
+def test_outputs_the_json_encoder_cannot_carry():
+    """Huge integers, Counter/OrderedDict/deque, and outputs too big to ship (compared by digest) all round-trip."""
+    code = ("import collections\n"
+            "def big(n):\n    return 7 ** n\n"
+            "def counter(s):\n    return collections.Counter(s)\n"
+            "def dq(n):\n    return collections.deque(range(n))\n"
+            "def huge(n):\n    return [('abc', i) for i in range(n)]\n")
+    def call(fn, args, expected=None):
+        case = {"args": args} if expected is None else {"args": args, "expected": expected}
+        return run(code, {"type": "call", "fn_name": fn, "cases": [case]}, timeout=20.0)
+    recorded = call("big", [200_000])
+    assert recorded["status"] == "passed" and set(recorded["outputs"][0]) == {"int_hex"}
+    assert call("big", [200_000], recorded["outputs"][0])["status"] == "passed"
+    assert call("big", [200_001], recorded["outputs"][0])["status"] == "failed"
+    assert call("counter", ["abca"])["outputs"] == [{"a": 2, "b": 1, "c": 1}]
+    assert call("dq", [3])["outputs"] == [[0, 1, 2]]
+    huge = call("huge", [1_000_000])
+    assert set(huge["outputs"][0]) == {"sha256", "json_bytes"} and huge["times"][0] >= 0
+    assert call("huge", [1_000_000], huge["outputs"][0])["status"] == "passed"
+    assert call("huge", [999_999], huge["outputs"][0])["status"] == "failed"
+
+
+def test_per_case_timeouts():
+    code = "import time\ndef f(s):\n    time.sleep(s)\n    return s\n"
+    cases = [{"args": [0.0], "expected": 0.0}, {"args": [1.5], "expected": 1.5, "timeout": 3.0}]
+    assert run(code, {"type": "call", "fn_name": "f", "cases": cases}, timeout=1.0)["status"] == "passed"
+    cases[1]["timeout"] = 0.5
+    r = run(code, {"type": "call", "fn_name": "f", "cases": cases}, timeout=10.0)
+    assert (r["status"], r["passed"]) == ("timeout", 1)
+
+
+def test_library_objects_and_temp_files_in_unittest_jobs():
+    """A mock passed in and returned, tempfile in the run's own scratch dir, numpy arrays: all normal in tests."""
+    program = ("import unittest, tempfile, os\nfrom unittest import mock\nimport numpy as np\n"
+               "class TestCases(unittest.TestCase):\n"
+               "    def test_mock(self):\n        m = mock.MagicMock()\n        self.assertIs(task_func(m), m)\n"
+               "    def test_tmp(self):\n        d = tempfile.mkdtemp()\n"
+               "        self.assertTrue(os.path.isdir(d))\n"
+               "    def test_array(self):\n        self.assertTrue(np.array_equal(task_func(np.arange(3)), np.arange(3)))\n")
+    assert run("def task_func(x):\n    return x\n", {"type": "unittest", "program": program})["status"] == "passed"
