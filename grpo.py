@@ -1,0 +1,982 @@
+"""
+grpo.py: train a code model with Consistency-Gated GRPO (the ReCode paper's CG-GRPO), plain GRPO, or SFT.
+
+Each step samples G completions for each of batch/G problems with the engine in synth.py, scores them, and takes a
+clipped policy-gradient step whose loss equals TRL 1.16's GRPOTrainer on the same inputs. The reward is Eq. 1:
+
+    R = R_fmt + R_out + 1[R_out = 1] * w * R_proc     --reward gated (CG-GRPO, the default), w = --proc-weight
+    R = R_fmt + R_out + w * R_proc                    --reward ungated (the paper's reward-hacking baseline)
+    R = R_fmt + R_out                                 --reward outcome (plain GRPO)
+
+R_fmt = 1 when the output is <think>...</think><answer>...</answer> with a fenced code block in the answer.
+R_out = 1 when the extracted code passes every test in execute.py's sandbox (strict, fail-fast), else 0.
+R_proc in [0, 1] is reward.py's score of (problem, reasoning); gated, only samples that passed are scored (or all,
+for the logs only, with --proc-all). metrics.jsonl's r_proc_pass / r_proc_fail / pass_rate show reward hacking.
+
+Training data: JSONL, one problem a line:
+    {"prompt": str, "tests": SPEC or {group: SPEC}, optional "task_id", "code_prefix", "code_prompt",
+     "reference": {"reasoning": str, "code": str} (for --algo sft; or "completion": the full target text)}
+SPEC is an execute.py test spec ({"type": "assert" | "stdio" | "call" | "unittest", ...}); every group must pass.
+Any benchmark file evaluate.py reads works too: --data FILE --data-benchmark livecodebench.
+
+Run:
+    python grpo.py --model Qwen/Qwen2.5-Coder-1.5B-Instruct --data train.jsonl --reward-model runs/rm --out runs/cg
+    torchrun --standalone --nproc_per_node=8 grpo.py --model Qwen/Qwen2.5-Coder-7B-Instruct --data train.jsonl \\
+        --reward-model runs/rm --parallel fsdp --max-new-tokens 4096 --out runs/cg-7b     # the paper's setting
+    torchrun --standalone --nproc_per_node=8 grpo.py ... --resume          # continue from the newest checkpoint
+    python grpo.py --algo sft --model MODEL --data train.jsonl --out runs/sft        # the paper's "+SFT" baseline
+    torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 grpo.py ...   # 2 nodes
+Outputs in --out: config.json, metrics.jsonl (a line per step), samples/step_*.jsonl, step_*/ checkpoints (Hugging
+Face layout, loadable by transformers and vLLM, plus optimizer/scheduler/RNG/data position for --resume).
+Tests and benchmark:
+    python -m pytest -q tests/test_grpo.py
+    python bench/bench_grpo.py              # seconds per step, this file vs TRL's GRPOTrainer (needs trl==1.16.0)
+"""
+
+import argparse
+import functools
+import json
+import math
+import os
+import random
+import re
+import shutil
+import sys
+import time
+from contextlib import contextmanager, nullcontext
+
+from execute import run_jobs, start_pool, validate_job
+
+
+def default_exec_workers():
+    """Sandbox processes per rank: the cores of this machine shared by the ranks on it."""
+    return max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+
+
+if __name__ == "__main__":
+    start_pool(default_exec_workers())  # before torch and CUDA live in this process: the sandbox starts cheap, clean
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
+from tqdm import tqdm
+
+from evaluate import build_prompt, extract_code, load_benchmark, solution_from_output, split_reasoning, task_jobs
+from synth import encode_prompt, eos_token_ids, format_prompt, generate, load_model
+
+# -----------------------------------------------------------------------------
+# Config: one flat list of flags, printed at start and saved with every checkpoint
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # Model and data (no --model: the CPU toy world will be the default here)
+    p.add_argument("--model", help="policy to train: hub id or local directory")
+    p.add_argument("--data", nargs="+", help="training problems (JSONL; see the docstring)")
+    p.add_argument("--data-benchmark", help="read --data with evaluate.py's loader of this benchmark instead")
+    p.add_argument("--out", default="runs/grpo", help="run directory: metrics, samples, checkpoints")
+    p.add_argument("--algo", default="grpo", choices=["grpo", "sft"], help="sft: cross-entropy on the references")
+    p.add_argument("--prompt-format", default="recode", choices=["recode", "instruct", "raw"],
+                   help="recode: ReCode's system prompt + chat template; instruct: the benchmark's own prompt; "
+                        "raw: the problem's prompt text as is (base models, tests)")
+    # Reward
+    p.add_argument("--reward", default="gated", choices=["gated", "ungated", "outcome"])
+    p.add_argument("--reward-model", help="reward.py model directory (needed for gated and ungated)")
+    p.add_argument("--proc-weight", type=float, default=1.0, help="weight w of R_proc")
+    p.add_argument("--proc-all", action="store_true",
+                   help="score every sample with the reward model, for the logs (gated: never enters the reward)")
+    p.add_argument("--rm-batch-size", type=int, default=16)
+    p.add_argument("--rm-device", default=None, help="device of the reward model (default: the policy's)")
+    p.add_argument("--exec-timeout", type=float, default=3.0, help="seconds per test case")
+    p.add_argument("--exec-memory-mb", type=int, default=2048)
+    p.add_argument("--exec-workers", type=int, default=None, help="sandbox processes per rank (default: cores/ranks)")
+    # Rollout
+    p.add_argument("--batch-size", type=int, default=128, help="completions per step over all ranks (sft: sequences)")
+    p.add_argument("--group-size", type=int, default=8, help="G: completions per problem")
+    p.add_argument("--max-new-tokens", type=int, default=1024)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--gen-rows", type=int, default=0, help="most rows per generate() call per rank (0: all at once)")
+    # Objective (TRL 1.16 GRPOConfig names: loss_type, scale_rewards, epsilon, epsilon_high, num_iterations, beta)
+    p.add_argument("--loss-type", default="dapo", choices=["grpo", "bnpo", "dr_grpo", "dapo"])
+    p.add_argument("--scale-rewards", default="group", choices=["group", "batch", "none"])
+    p.add_argument("--epsilon", type=float, default=0.2, help="lower clip")
+    p.add_argument("--epsilon-high", type=float, default=0.28, help="upper clip (clip-higher replaces the KL)")
+    p.add_argument("--num-iterations", type=int, default=1, help="optimizer updates per batch of samples")
+    p.add_argument("--beta", type=float, default=0.0, help="k3 KL coefficient; 0 loads no reference model")
+    p.add_argument("--mask-truncated", action="store_true", help="no loss on completions cut at --max-new-tokens")
+    # Optimisation
+    p.add_argument("--steps", type=int, default=200, help="batches of samples to train on")
+    p.add_argument("--lr", type=float, default=1e-6)
+    p.add_argument("--lr-schedule", default="constant", choices=["constant", "linear", "cosine"])
+    p.add_argument("--warmup-steps", type=int, default=0, help="optimizer updates of linear warmup")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--max-grad-norm", type=float, default=1.0, help="0: no clipping")
+    p.add_argument("--seed", type=int, default=0)
+    # Scale
+    p.add_argument("--parallel", default="ddp", choices=["ddp", "fsdp"], help="fsdp: shard weights and optimizer")
+    p.add_argument("--token-budget", type=int, default=16384, help="padded tokens per training micro-batch")
+    p.add_argument("--grad-ckpt", action=argparse.BooleanOptionalAction, default=None,
+                   help="gradient checkpointing (default: on GPU, where it saves memory; off on CPU, where it only "
+                        "costs a second forward)")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                   help="bf16: fp32 master weights, bf16 compute; auto: bf16 on GPU, fp32 on CPU")
+    p.add_argument("--trust-remote-code", action="store_true")
+    # Logging, checkpoints, evaluation
+    p.add_argument("--save-every", type=int, default=50, help="steps between checkpoints (and one at the end)")
+    p.add_argument("--keep", type=int, default=3, help="checkpoints kept")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--dump-every", type=int, default=10, help="steps between sample dumps (0: never)")
+    p.add_argument("--eval-data", nargs="+", help="held-out problems, greedy pass@1 every --eval-every steps")
+    p.add_argument("--eval-benchmark", help="read --eval-data with evaluate.py's loader of this benchmark")
+    p.add_argument("--eval-every", type=int, default=0)
+    p.add_argument("--eval-limit", type=int, default=0, help="first N held-out problems only (0: all)")
+    p.add_argument("--wandb-project", help="also log to Weights & Biases (needs wandb installed)")
+    return p.parse_args(argv)
+
+
+def fail(message):
+    raise SystemExit(f"grpo.py: error: {message}")
+
+
+def check_config(args, world):
+    """Every mistake we can see before loading a model, with the flag to change."""
+    if not args.model:
+        fail("--model is required")
+    for path in (args.data or []) + (args.eval_data or []):
+        if not os.path.exists(path):
+            fail(f"data file {path} does not exist")
+    if not args.data:
+        fail("--data is required")
+    if args.algo == "grpo":
+        if args.group_size < 2:
+            fail(f"--group-size {args.group_size}: GRPO needs at least 2 completions per problem to compare")
+        if args.batch_size % args.group_size:
+            fail(f"--batch-size {args.batch_size} is not divisible by --group-size {args.group_size}: "
+                 f"a step samples batch/G problems with G completions each")
+        if (args.batch_size // args.group_size) % world:
+            fail(f"--batch-size {args.batch_size} / --group-size {args.group_size} = "
+                 f"{args.batch_size // args.group_size} problems per step do not split over {world} ranks")
+        if args.reward != "outcome":
+            if not args.reward_model:
+                fail(f"--reward {args.reward} needs --reward-model (a reward.py model directory); "
+                     f"--reward outcome trains without one")
+            if not os.path.exists(args.reward_model):
+                fail(f"--reward-model {args.reward_model} does not exist")
+    elif args.batch_size % world:
+        fail(f"--batch-size {args.batch_size} does not split over {world} ranks")
+    if args.temperature <= 0:
+        fail("--temperature must be > 0: training log-probs are those of logits / temperature")
+    if not 0 <= args.epsilon < 1 or args.epsilon_high < 0:
+        fail(f"clip range --epsilon {args.epsilon} --epsilon-high {args.epsilon_high} is not 0 <= eps < 1")
+    for name in ("num_iterations", "steps", "max_new_tokens", "token_budget", "keep", "rm_batch_size"):
+        if getattr(args, name) < 1:
+            fail(f"--{name.replace('_', '-')} must be >= 1")
+    if args.beta < 0 or args.lr <= 0:
+        fail("--beta must be >= 0 and --lr > 0")
+    if args.parallel == "fsdp" and not dist.is_initialized():
+        fail("--parallel fsdp shards over processes: launch with torchrun")
+    if args.eval_every and not args.eval_data:
+        fail("--eval-every needs --eval-data")
+    has_checkpoint = os.path.isdir(args.out) and latest_checkpoint(args.out) is not None
+    if args.resume and not has_checkpoint:
+        fail(f"--resume: no complete checkpoint (step_*/trainer_state.pt) in {args.out}")
+    if has_checkpoint and not args.resume:
+        fail(f"{args.out} already holds checkpoints: pass --resume to continue, or choose another --out")
+
+
+# -----------------------------------------------------------------------------
+# Data: problems as evaluate.py's problem dicts (prompt, tests {group: spec}, code_prefix, code_prompt)
+
+
+def load_problems(paths, benchmark=None, need_reference=False):
+    if benchmark:
+        problems = [dict(p, task="math" if "answer" in p else "code")
+                    for p in load_benchmark(benchmark, ",".join(paths))[0] if not p.get("skip")]
+        if any(p["task"] not in TASKS for p in problems):
+            fail(f"--data-benchmark {benchmark}: this task type is not supported for training yet")
+        return problems
+    problems = []
+    for path in paths:
+        with open(path) as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{lineno}"
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    fail(f"{where}: not JSON ({e.msg})")
+                if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+                    fail(f"{where}: a problem needs a 'prompt' string")
+                task = row.get("task", "code")
+                if task not in TASKS:
+                    fail(f"{where}: unknown task {task!r} (known: {', '.join(TASKS)})")
+                tests = row.get("tests")
+                if isinstance(tests, dict) and "type" in tests:
+                    tests = {"base": tests}  # one spec: a single test group
+                if task == "code":
+                    if not isinstance(tests, dict) or not tests:
+                        fail(f"{where}: 'tests' must be an execute.py test spec or {{group: spec}}")
+                    for group, spec in tests.items():
+                        problem = validate_job({"code": "", "tests": spec})
+                        if problem:
+                            fail(f"{where}: tests[{group!r}]: {problem}")
+                if need_reference and completion_target(row) is None:
+                    fail(f"{where}: --algo sft needs 'reference' {{reasoning, code}} or a 'completion' string")
+                problems.append(dict(row, task_id=str(row.get("task_id", where)), task=task, tests=tests or {},
+                                     code_prefix=row.get("code_prefix", ""), code_prompt=row.get("code_prompt", "")))
+    if not problems:
+        fail(f"no problems in {', '.join(paths)}")
+    return problems
+
+
+def format_completion(reasoning, code):
+    """ReCode's output format, the text R_fmt accepts: what SFT teaches."""
+    return f"<think>\n{reasoning.strip()}\n</think>\n<answer>\n```python\n{code.strip()}\n```\n</answer>"
+
+
+def completion_target(problem):
+    reference = problem.get("reference")
+    if isinstance(reference, dict) and all(isinstance(reference.get(k), str) for k in ("reasoning", "code")):
+        return format_completion(reference["reasoning"], reference["code"])
+    return problem.get("completion") if isinstance(problem.get("completion"), str) else None
+
+
+def prompt_text(args, tokenizer, problem):
+    if args.prompt_format == "raw":
+        return problem["prompt"]
+    system, user = build_prompt(problem, args.prompt_format, "code")
+    return format_prompt(tokenizer, user, system)
+
+
+@functools.lru_cache(maxsize=4)
+def epoch_order(n_problems, seed, epoch):
+    return np.random.default_rng([seed, epoch]).permutation(n_problems).tolist()
+
+
+def step_problems(n_problems, per_step, step, seed):
+    """Problem indices of one step: an endless stream of seeded permutations, one per epoch. A function of the step
+    alone, so a resumed run sees exactly the problems an uninterrupted run would have seen."""
+    return [epoch_order(n_problems, seed, k // n_problems)[k % n_problems]
+            for k in range(step * per_step, (step + 1) * per_step)]
+
+
+# -----------------------------------------------------------------------------
+# Rewards. A task type gives R_fmt (text -> 0/1) and R_out (problems, samples -> 1 pass, 0 fail, NaN when the
+# verdict is unknown); R_proc and the gate are the same for every task. Add a task type by adding an entry.
+
+TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+STRUCTURE = re.compile(r"\s*<think>(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*", re.S)
+FENCED_BLOCK = re.compile(r"^[ \t]*```[ \t]*[\w+.-]*[ \t]*\n.*?^[ \t]*```[ \t]*$", re.S | re.M)
+
+
+def code_format_reward(text):
+    """1.0 for exactly one <think> block (not empty), then one <answer> block holding a complete fenced code block,
+    and nothing else but whitespace; else 0.0."""
+    match = STRUCTURE.fullmatch(text)
+    ok = match and all(text.count(tag) == 1 for tag in TAGS) and match["think"].strip() and \
+        FENCED_BLOCK.search(match["answer"])
+    return float(bool(ok))
+
+
+def code_outcome_reward(args, problems, samples):
+    """Strict: 1.0 only if the extracted code passes every test group; harness failures (ours, not the model's)
+    give NaN, which TRL-style group statistics skip."""
+    jobs = []
+    for i, (problem, sample) in enumerate(zip(problems, samples)):
+        code = solution_from_output(problem, sample.text, "last_fence")
+        if code.strip():  # no code is a fail without a sandbox run
+            jobs += task_jobs(problem, code, job_id=i)  # one job per test group
+    statuses = [[] for _ in samples]
+    for result in run_jobs(jobs, workers=args.exec_workers, timeout=args.exec_timeout,
+                           memory_mb=args.exec_memory_mb, fail_fast=True) if jobs else []:
+        statuses[result["id"][0]].append(result["status"])
+    return [0.0 if not s or any(x not in ("passed", "harness_error") for x in s) else
+            math.nan if "harness_error" in s else 1.0 for s in statuses]
+
+
+TASKS = {"code": dict(format=code_format_reward, outcome=code_outcome_reward)}
+
+
+def combine_rewards(r_fmt, r_out, r_proc, mode, proc_weight):
+    """Eq. 1 and its two baselines. r_proc is NaN where the reward model did not score; gated, a sample that did
+    not pass gets no R_proc whatever its score."""
+    if mode == "outcome":
+        proc = np.zeros_like(r_proc)
+    elif mode == "gated":
+        proc = np.where(r_out == 1, np.nan_to_num(r_proc), 0.0)
+    else:
+        proc = np.nan_to_num(r_proc)
+    return r_fmt + r_out + proc_weight * proc
+
+
+def compute_rewards(args, problems, samples, reward_model):
+    """Per sample R_fmt, R_out, R_proc (NaN where not scored) and R."""
+    n = len(samples)
+    r_fmt, r_out = np.zeros(n), np.zeros(n)
+    for task in {p["task"] for p in problems}:
+        idx = [i for i in range(n) if problems[i]["task"] == task]
+        r_fmt[idx] = [TASKS[task]["format"](samples[i].text) for i in idx]
+        r_out[idx] = TASKS[task]["outcome"](args, [problems[i] for i in idx], [samples[i] for i in idx])
+    r_proc = np.full(n, np.nan)
+    if args.reward != "outcome":
+        scored = [i for i in range(n) if args.reward == "ungated" or args.proc_all or r_out[i] == 1]
+        if scored:
+            from reward import score  # only runs that use a reward model pay for importing it
+            reasonings = [split_reasoning(samples[i].text)[0] for i in scored]
+            r_proc[scored] = score(reward_model[0], reward_model[1], [problems[i]["prompt"] for i in scored],
+                                   [r if r is not None else samples[i].text for r, i in zip(reasonings, scored)],
+                                   codes=[extract_code(samples[i].text) for i in scored],
+                                   batch_size=args.rm_batch_size)
+    return dict(r_fmt=r_fmt, r_out=r_out, r_proc=r_proc,
+                reward=combine_rewards(r_fmt, r_out, r_proc, args.reward, args.proc_weight))
+
+
+# -----------------------------------------------------------------------------
+# The objective, exactly TRL 1.16's (grpo_trainer.py: _generate_and_score_completions, _compute_loss)
+
+
+def nanstd(x, dim=None):
+    """Bessel-corrected standard deviation ignoring NaN (TRL's nanstd)."""
+    mean = x.nanmean(dim=dim, keepdim=True) if dim is not None else x.nanmean()
+    count = (~x.isnan()).sum(dim=dim) if dim is not None else (~x.isnan()).sum()
+    variance = ((x - mean) ** 2).nanmean(dim=dim) * count / (count - 1)
+    return variance.sqrt()
+
+
+def group_advantages(rewards, group_size, scale="group"):
+    """A = (R - group mean) / (std + 1e-4), std over the group ('group') or the whole batch ('batch'); 'none'
+    only centres (Dr. GRPO). rewards: all ranks' rewards, groups contiguous. NaN rewards are skipped in the
+    statistics and get A = 0. Returns (A, zero_std) with zero_std True where a sample's group has equal rewards."""
+    grouped = rewards.view(-1, group_size)
+    group_std = nanstd(grouped, dim=1)[:, None].expand_as(grouped)
+    advantages = grouped - grouped.nanmean(dim=1, keepdim=True)
+    if scale != "none":
+        std = group_std if scale == "group" else nanstd(rewards)
+        advantages = advantages / (std + 1e-4)
+    zero_std = torch.isclose(group_std, torch.zeros_like(group_std))
+    return advantages.nan_to_num(0.0).flatten(), zero_std.flatten()
+
+
+def completion_length(token_ids, eos_ids):
+    """Tokens trained of a completion: up to and including the first EOS, nothing after it (TRL's mask)."""
+    return next((k + 1 for k, t in enumerate(token_ids) if t in eos_ids), len(token_ids))
+
+
+def sequence_weights(loss_type, n_tokens, n_sequences, total_tokens, max_new_tokens):
+    """Weight w_i of each trained token of sequence i: the step's loss is sum_i sum_t w_i * l_it. With these weights
+    one optimizer step over the whole batch equals TRL's loss for any split into equal micro-batches and ranks
+    (TRL divides grpo/bnpo/dr_grpo by gradient accumulation steps, dapo by tokens per rank, DDP averages over
+    ranks), and any split we make for memory changes nothing. n_tokens: this rank's sequences; n_sequences and
+    total_tokens: the whole step over all ranks. bnpo's normaliser is the batch's tokens: TRL's value with one
+    micro-batch on one rank; TRL with several averages per-micro-batch token means, which depends on the split."""
+    if loss_type == "grpo":  # mean over sequences of the per-sequence token mean
+        return [1.0 / (max(1, n) * n_sequences) for n in n_tokens]
+    if loss_type == "dr_grpo":  # token sum over a constant: sequences x max completion length
+        return [1.0 / (n_sequences * max_new_tokens)] * len(n_tokens)
+    return [1.0 / max(1, total_tokens)] * len(n_tokens)  # dapo, bnpo: mean over every token of the step
+
+
+def per_token_loss(logps, old_logps, ref_logps, advantages, epsilon_low, epsilon_high, beta):
+    """-min(r A, clip(r, 1 - eps_low, 1 + eps_high) A), r = exp(logp - logp_old), plus beta * r * k3 KL to the
+    reference (TRL 1.16's use_bias_correction_kl, on by default). Returns (loss, ratio, kl or None)."""
+    ratio = torch.exp(logps - old_logps)
+    clipped = ratio.clamp(1 - epsilon_low, 1 + epsilon_high)
+    loss = -torch.min(ratio * advantages, clipped * advantages)
+    kl = None
+    if beta:
+        delta = ref_logps - logps
+        kl = torch.exp(delta) - delta - 1
+        loss = loss + beta * kl * ratio
+    return loss, ratio, kl
+
+
+LOGITS_PER_CHUNK = 1 << 27  # logits (tokens x vocab) materialised at once: 512 MiB in fp32
+
+
+def chunk_logprobs(lm_head, hidden, targets, temperature):
+    logits = lm_head(hidden).float() / temperature
+    logsumexp = logits.logsumexp(-1)
+    logps = logits.gather(-1, targets[:, None]).squeeze(-1) - logsumexp
+    with torch.no_grad():  # entropy of softmax(logits / T): a metric, no gradient (TRL's default)
+        entropy = logsumexp - (logits.softmax(-1) * logits).sum(-1)
+    return logps, entropy
+
+
+class Policy(nn.Module):
+    """The causal LM plus what training reads from it: log p(target | prefix) / T at chosen positions, and the
+    entropy there. Wrapping the LM puts this whole computation inside the module DDP and FSDP hook into."""
+
+    def __init__(self, lm, temperature):
+        super().__init__()
+        self.lm = lm
+        self.temperature = temperature
+
+    def forward(self, input_ids, positions, targets):
+        # right-padded rows under a causal mask: no real token sees a pad, so no attention mask is needed
+        hidden = self.lm.base_model(input_ids=input_ids, use_cache=False).last_hidden_state
+        hidden = hidden.flatten(0, 1)[positions]
+        head = self.lm.get_output_embeddings()
+        chunk = max(1, LOGITS_PER_CHUNK // head.weight.shape[0])
+        # The full (tokens x vocab) log-softmax never exists: chunks of logits, and with several chunks each is
+        # recomputed in backward instead of being kept (for a 152K vocabulary, 5 GB per 8K tokens in fp32).
+        recompute = torch.is_grad_enabled() and len(targets) > chunk
+        pieces = [checkpoint(chunk_logprobs, head, hidden[s:s + chunk], targets[s:s + chunk], self.temperature,
+                             use_reentrant=False) if recompute else
+                  chunk_logprobs(head, hidden[s:s + chunk], targets[s:s + chunk], self.temperature)
+                  for s in range(0, len(targets), chunk)]
+        return torch.cat([p[0] for p in pieces]), torch.cat([p[1] for p in pieces])
+
+
+# -----------------------------------------------------------------------------
+# Micro-batches
+
+
+def micro_batches(lengths, token_budget):
+    """Sequence indices grouped so that rows x longest row <= token_budget (a longer sequence goes alone); longest
+    first, so that padding is small and an out-of-memory shows up at the first micro-batch."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches = []
+    for i in order:
+        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= token_budget:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def collate(seqs, pad_id, device):
+    """seqs: dicts with ids (prompt + completion), n_prompt, and per-token fields. Returns model inputs and the flat
+    per-token tensors in the order of the targets."""
+    if not seqs:  # a rank with nothing to train still runs a forward/backward, so the collectives match up
+        seqs = [dict(ids=[pad_id, pad_id], n_prompt=1, weight=0.0, advantage=0.0)]
+    width = max(len(s["ids"]) for s in seqs)
+    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    positions, targets = [], []
+    for row, s in enumerate(seqs):
+        input_ids[row, :len(s["ids"])] = torch.tensor(s["ids"])
+        positions.append(torch.arange(row * width + s["n_prompt"] - 1, row * width + len(s["ids"]) - 1))
+        targets += s["ids"][s["n_prompt"]:]
+    per_token = lambda key: torch.tensor([v for s in seqs for v in [s[key]] * (len(s["ids"]) - s["n_prompt"])],
+                                         dtype=torch.float32, device=device)
+    return (input_ids.to(device), torch.cat(positions).to(device), torch.tensor(targets, device=device),
+            per_token("advantage"), per_token("weight"))
+
+
+# -----------------------------------------------------------------------------
+# Distributed setup, model, optimizer
+
+
+def setup_distributed():
+    """(rank, world, device). Under torchrun: one process per GPU (NCCL), or gloo on CPU."""
+    cuda = torch.cuda.is_available()
+    if "RANK" not in os.environ:
+        return 0, 1, torch.device("cuda" if cuda else "cpu")
+    local_rank = int(os.environ["LOCAL_RANK"])
+    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def barrier():
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def all_gather_rows(x):
+    """Concatenate every rank's tensor along dim 0 (equal shapes on every rank)."""
+    if not dist.is_initialized():
+        return x
+    out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, x)
+    return torch.cat(out)
+
+
+def all_gather_objects(obj):
+    """Every rank's picklable object, in rank order."""
+    if not dist.is_initialized():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def all_sum(values, device):
+    """Sum a list of floats over ranks."""
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def build_policy(args, path, device, world, trainable=True):
+    """Load, wrap (FSDP2 per decoder layer + root, or DDP) and return (module to call, Policy, tokenizer)."""
+    sharded = args.parallel == "fsdp"
+    # fp32 master weights: bf16 Adam updates at lr 1e-6 round to nothing. A frozen reference model can be bf16.
+    dtype = torch.bfloat16 if not trainable and args.precision == "bf16" else torch.float32
+    lm, tokenizer = load_model(path, dtype=dtype, device="cpu" if sharded else device,
+                               trust_remote_code=args.trust_remote_code)
+    lm.config.use_cache = False
+    if trainable and args.grad_ckpt:  # transformers 5 renamed it
+        enable = getattr(lm, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    policy = Policy(lm, args.temperature)
+    policy.train(trainable)
+    policy.requires_grad_(trainable)
+    module = policy
+    if sharded:
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
+            if args.precision == "bf16" and trainable else MixedPrecisionPolicy()
+        layer_classes = set(getattr(lm, "_no_split_modules", None) or [])
+        layers = [m for m in lm.modules() if type(m).__name__ in layer_classes]
+        if not layers:
+            fail(f"{path}: cannot find decoder layers to shard ({type(lm).__name__} lists no _no_split_modules)")
+        for layer in layers:
+            fully_shard(layer, mp_policy=mp)
+        fully_shard(policy, mp_policy=mp)
+        policy.to(device)
+        with torch.no_grad():  # the first forward through the root makes it FSDP's root before decoding calls lm
+            policy(torch.zeros((1, 2), dtype=torch.long, device=device), torch.tensor([0], device=device),
+                   torch.tensor([0], device=device))
+        policy.reshard()  # the root keeps its gathered weights after a forward; the optimizer must see the shards
+    elif world > 1 and trainable:
+        # buffers (rotary tables) never change: broadcasting them at every forward would only add collectives
+        module = nn.parallel.DistributedDataParallel(
+            policy, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+    return module, policy, tokenizer
+
+
+@contextmanager
+def decoding(policy, sharded):
+    """FSDP: gather the whole model once for a generate() call instead of once per decoded token."""
+    if not sharded:
+        yield
+        return
+    from torch.distributed.fsdp import FSDPModule
+    fsdp_modules = [m for m in policy.modules() if isinstance(m, FSDPModule)]
+    for m in fsdp_modules:
+        if m is not policy:
+            m.set_reshard_after_forward(False, recurse=False)
+        m.unshard()
+    try:
+        yield
+    finally:
+        for m in fsdp_modules:
+            m.reshard()
+            if m is not policy:
+                m.set_reshard_after_forward(True, recurse=False)
+
+
+def set_grad_sync(module, on):
+    """Reduce gradients over ranks only in the last micro-batch's backward."""
+    if isinstance(module, nn.parallel.DistributedDataParallel):
+        module.require_backward_grad_sync = on
+    elif hasattr(module, "set_requires_gradient_sync"):
+        module.set_requires_gradient_sync(on)
+
+
+def lr_lambda(args, total_updates):
+    def multiplier(update):
+        if update < args.warmup_steps:
+            return (update + 1) / args.warmup_steps
+        progress = (update - args.warmup_steps) / max(1, total_updates - args.warmup_steps)
+        if args.lr_schedule == "linear":
+            return max(0.0, 1 - progress)
+        if args.lr_schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+    return multiplier
+
+
+# -----------------------------------------------------------------------------
+# Checkpoints: HF model + tokenizer, optimizer, scheduler, RNG, step; written to a temporary directory and renamed
+
+
+def list_checkpoints(out):
+    found = [d for d in os.listdir(out) if re.fullmatch(r"step_\d+", d)
+             and os.path.isfile(os.path.join(out, d, "trainer_state.pt"))] if os.path.isdir(out) else []
+    return [os.path.join(out, d) for d in sorted(found)]
+
+
+def latest_checkpoint(out):
+    found = list_checkpoints(out)
+    return found[-1] if found else None
+
+
+def save_checkpoint(args, policy, tokenizer, optimizer, scheduler, step, rank, world):
+    sharded = args.parallel == "fsdp"
+    final = os.path.join(args.out, f"step_{step:06d}")
+    tmp = os.path.join(args.out, f".tmp_step_{step:06d}")
+    state = None
+    if sharded:  # a collective: every rank takes part, rank 0 receives the full weights on CPU
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+        state = get_model_state_dict(policy, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        state = {k.removeprefix("lm."): v for k, v in state.items()}
+        first_name = {}
+        for name, param in policy.lm.named_parameters(remove_duplicate=False):
+            if id(param) in first_name:  # tied (lm_head = embeddings): the gathered copies no longer share memory
+                state.pop(name, None)
+            first_name.setdefault(id(param), name)
+    rng = dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state(),
+               cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+    rngs = all_gather_objects(rng)
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        policy.lm.save_pretrained(tmp, state_dict=state)
+        tokenizer.save_pretrained(tmp)
+    barrier()
+    if sharded:  # each rank's shard of the optimizer: no gather, resumed on the same number of ranks
+        torch.save(optimizer.state_dict(), os.path.join(tmp, f"optimizer_rank{rank}.pt"))
+    elif rank == 0:
+        torch.save(optimizer.state_dict(), os.path.join(tmp, "optimizer.pt"))
+    barrier()
+    if rank == 0:
+        # trainer_state.pt is written last: a directory without it is never resumed from
+        torch.save(dict(step=step, scheduler=scheduler.state_dict(), rng=rngs, world=world, config=vars(args)),
+                   os.path.join(tmp, "trainer_state.pt"))
+        with open(os.path.join(tmp, "run_config.json"), "w") as f:
+            json.dump(vars(args), f, indent=1)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)  # atomic: a kill before this line leaves the previous checkpoint as the newest
+        for old in list_checkpoints(args.out)[:-args.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    barrier()
+
+
+def load_trainer_state(args, checkpoint_dir, optimizer, scheduler, rank, world):
+    state = torch.load(os.path.join(checkpoint_dir, "trainer_state.pt"), weights_only=False)
+    if args.parallel == "fsdp":
+        if state["world"] != world:
+            fail(f"{checkpoint_dir} holds optimizer shards of {state['world']} ranks; resume FSDP on {state['world']}")
+        optimizer_file = f"optimizer_rank{rank}.pt"
+    else:
+        optimizer_file = "optimizer.pt"
+    path = os.path.join(checkpoint_dir, optimizer_file)
+    if not os.path.isfile(path):
+        fail(f"{path} is missing (was the checkpoint written with another --parallel?)")
+    optimizer.load_state_dict(torch.load(path, weights_only=False))
+    scheduler.load_state_dict(state["scheduler"])
+    if state["world"] == world:
+        rng = state["rng"][rank]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+    changed = {k: (v, getattr(args, k, None)) for k, v in state["config"].items()
+               if k not in ("resume", "steps", "eval_every", "save_every", "dump_every", "keep", "wandb_project")
+               and getattr(args, k, None) != v}
+    if changed and rank == 0:
+        print(f"warning: resuming with a changed config (saved, now): {changed}", file=sys.stderr)
+    return state["step"]
+
+
+# -----------------------------------------------------------------------------
+# Sampling and evaluation
+
+
+@torch.no_grad()
+def rollout(args, policy, tokenizer, problems, n, seed, temperature=None):
+    """n completions per problem, prompt-major, from the current weights."""
+    prompts = [prompt_text(args, tokenizer, p) for p in problems]
+    per_call = max(1, args.gen_rows // n) if args.gen_rows else len(prompts)
+    samples = []
+    with decoding(policy, args.parallel == "fsdp"), autocast(args, policy):
+        for start in range(0, len(prompts), per_call):
+            chunk = generate(policy.lm, tokenizer, prompts[start:start + per_call], n=n,
+                             max_new_tokens=args.max_new_tokens,
+                             temperature=args.temperature if temperature is None else temperature,
+                             top_p=args.top_p, top_k=args.top_k, seed=seed + start)
+            for s in chunk:
+                s.prompt_index += start
+            samples += chunk
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the KV cache is garbage now: give its memory back before the training forwards
+    return samples
+
+
+def evaluate_policy(args, policy, tokenizer, problems, rank, world, device):
+    """Greedy pass@1 and format rate on held-out problems, split over ranks (padded so that every rank makes the
+    same generate() calls, as FSDP's lockstep decoding needs)."""
+    per_rank = -(-len(problems) // world)
+    local = problems[rank * per_rank:(rank + 1) * per_rank]
+    counted = len(local)
+    local = local + [problems[0]] * (per_rank - counted)
+    samples = rollout(args, policy, tokenizer, local, 1, seed=0, temperature=0.0)[:counted]
+    local = local[:counted]
+    passed = fmt = 0.0
+    for task in {p["task"] for p in local}:
+        idx = [i for i, p in enumerate(local) if p["task"] == task]
+        fmt += sum(TASKS[task]["format"](samples[i].text) for i in idx)
+        passed += np.nansum(TASKS[task]["outcome"](args, [local[i] for i in idx], [samples[i] for i in idx]))
+    passed, fmt, total = all_sum([passed, fmt, counted], device)
+    return {"eval/pass@1": passed / total, "eval/format": fmt / total}
+
+
+def autocast(args, policy):
+    device_type = next(policy.parameters()).device.type
+    if args.precision == "bf16" and args.parallel != "fsdp":  # FSDP casts through its MixedPrecisionPolicy
+        return torch.autocast(device_type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+# -----------------------------------------------------------------------------
+# A step's batch: sequences to train on (prompt + completion token ids, advantage, tokens trained)
+
+
+def sft_sequences(args, tokenizer, problems, eos_id):
+    """Prompt + reference completion + EOS; every completion token is trained."""
+    seqs = []
+    for p in problems:
+        prompt_ids = encode_prompt(tokenizer, prompt_text(args, tokenizer, p))
+        completion = tokenizer(completion_target(p), add_special_tokens=False)["input_ids"] + [eos_id]
+        seqs.append(dict(ids=prompt_ids + completion, n_prompt=len(prompt_ids), n_tokens=len(completion),
+                         advantage=0.0))
+    return seqs
+
+
+def grpo_sequences(args, samples, parts, eos_ids, pad_id, rank, device):
+    """This rank's sequences with their advantages, and the step's reward metrics. Rewards are gathered from every
+    rank first: group statistics (and batch scaling) see the whole batch, as in TRL."""
+    lengths = [completion_length(s.token_ids, eos_ids) for s in samples]  # the mask: up to the first EOS
+    truncated = [s.token_ids[n - 1] not in eos_ids | {pad_id} for s, n in zip(samples, lengths)]  # TRL's rule
+    table = all_gather_rows(torch.tensor(np.stack(
+        [parts["reward"], parts["r_fmt"], parts["r_out"], parts["r_proc"], lengths, truncated], 1),
+        dtype=torch.float64, device=device)).cpu()
+    advantages, zero_std = group_advantages(table[:, 0], args.group_size, args.scale_rewards)
+    advantages = advantages[rank * len(samples):(rank + 1) * len(samples)].tolist()
+    seqs = [dict(ids=s.prompt_token_ids + s.token_ids[:n], n_prompt=len(s.prompt_token_ids), advantage=a,
+                 n_tokens=0 if args.mask_truncated and cut else n)
+            for s, n, cut, a in zip(samples, lengths, truncated, advantages)]
+    reward, r_fmt, r_out, r_proc, length, cut = table.numpy().T
+    passed = r_out == 1
+    mean = lambda x: float(np.nanmean(x)) if np.isfinite(x).any() else None
+    # R_proc of passing vs failing samples is where reward hacking shows (failing ones are scored only when
+    # ungated or with --proc-all)
+    metrics = dict(reward=mean(reward), reward_std=float(np.nanstd(reward, ddof=1)), r_fmt=mean(r_fmt),
+                   pass_rate=mean(r_out), r_proc=mean(r_proc), r_proc_pass=mean(r_proc[passed]),
+                   r_proc_fail=mean(r_proc[~passed]), exec_unknown=int(np.isnan(r_out).sum()),
+                   frac_reward_zero_std=float(zero_std.float().mean()), completion_len=float(length.mean()),
+                   completion_len_min=float(length.min()), completion_len_max=float(length.max()),
+                   clipped_ratio=float(cut.mean()), terminated_len=mean(np.where(cut == 1, np.nan, length)))
+    return seqs, metrics
+
+
+def dump_samples(args, step, problems, samples, parts, seqs, rank):
+    rows = [dict(task_id=p["task_id"], completion=s.text, finish_reason=s.finish_reason, tokens=len(s.token_ids),
+                 reward=parts["reward"][i], r_fmt=parts["r_fmt"][i], r_out=parts["r_out"][i],
+                 r_proc=None if np.isnan(parts["r_proc"][i]) else parts["r_proc"][i], advantage=seq["advantage"])
+            for i, (p, s, seq) in enumerate(zip(problems, samples, seqs))]
+    every_rank = all_gather_objects(rows)
+    if rank == 0:
+        os.makedirs(os.path.join(args.out, "samples"), exist_ok=True)
+        with open(os.path.join(args.out, "samples", f"step_{step:06d}.jsonl"), "w") as f:
+            f.writelines(json.dumps(row) + "\n" for rows in every_rank for row in rows)
+
+
+# -----------------------------------------------------------------------------
+# One optimizer step (or num_iterations of them) on a batch of sequences
+
+
+def optimize(args, module, policy, ref_policy, optimizer, scheduler, seqs, pad_id, device, world):
+    """seqs: this rank's sequences, each with ids, n_prompt, advantage and weight (0: not trained). Returns this
+    rank's sums of per-token statistics and of the loss, and the gradient norm."""
+    # A sequence with zero weight, or zero advantage and no KL, has exactly zero gradient: skip its forward.
+    trained = [s for s in seqs if s["weight"] and (args.algo == "sft" or s["advantage"] or args.beta)]
+    batches = micro_batches([len(s["ids"]) for s in trained], args.token_budget)
+    # every rank runs the same number of forward/backward passes (FSDP all-gathers in each; DDP reduces in the last)
+    n_micro = max(1, len(batches))
+    if dist.is_initialized():
+        count = torch.tensor([n_micro], device=device)
+        dist.all_reduce(count, op=dist.ReduceOp.MAX)
+        n_micro = int(count.item())
+    batches += [[]] * (n_micro - len(batches))
+    inputs = [collate([trained[i] for i in b], pad_id, device) for b in batches]
+
+    # log-probs that stay fixed through the updates: the sampling policy's (only needed when the weights move
+    # between updates on this batch) and the reference model's (only with a KL term)
+    old_logps, ref_logps = [None] * n_micro, [None] * n_micro
+    with torch.no_grad(), autocast(args, policy):
+        for k, (input_ids, positions, targets, _, _) in enumerate(inputs):
+            if args.num_iterations > 1:
+                old_logps[k] = module(input_ids, positions, targets)[0]
+            if args.beta:
+                ref_logps[k] = ref_policy(input_ids, positions, targets)[0]
+
+    names = ("tokens", "entropy", "loss", "clip_low", "clip_high", "clip_region", "kl")
+    totals = torch.zeros(len(names), dtype=torch.float64, device=device)  # summed on the device: no syncs
+    grad_norms = []
+    for _ in range(args.num_iterations):
+        for k, (input_ids, positions, targets, advantages, weights) in enumerate(inputs):
+            set_grad_sync(module, k == n_micro - 1)
+            with autocast(args, policy):
+                logps, entropy = module(input_ids, positions, targets)
+            if args.algo == "sft":
+                token_loss, ratio, kl = -logps, torch.ones_like(logps), None
+            else:
+                old = old_logps[k] if old_logps[k] is not None else logps.detach()  # on-policy: r = 1 exactly
+                token_loss, ratio, kl = per_token_loss(logps, old, ref_logps[k], advantages, args.epsilon,
+                                                       args.epsilon_high, args.beta)
+            # weights are global, and DDP/FSDP average gradients over ranks: multiply back by the world size
+            loss = (token_loss * weights).sum() * world
+            loss.backward()
+            real = weights > 0
+            low = (ratio < 1 - args.epsilon) & (advantages < 0) & real
+            high = (ratio > 1 + args.epsilon_high) & (advantages > 0) & real
+            totals += torch.stack([real.sum(), entropy[real].sum(), loss.detach() / world / args.num_iterations,
+                                   low.sum(), high.sum(), (low | high).sum(),
+                                   kl.detach()[real].sum() if kl is not None else real.sum() * 0]).double()
+        grad_norms.append(nn.utils.clip_grad_norm_(policy.parameters(), args.max_grad_norm or float("inf")))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    grad_norm = float(np.mean([float(n.full_tensor() if hasattr(n, "full_tensor") else n) for n in grad_norms]))
+    return dict(zip(names, totals.tolist())), grad_norm
+
+
+# -----------------------------------------------------------------------------
+# The training loop
+
+
+def train(args):
+    rank, world, device = setup_distributed()
+    master = rank == 0
+    print0 = print if master else (lambda *a, **k: None)
+    if args.exec_workers is None:
+        args.exec_workers = default_exec_workers()
+    if args.precision == "auto":
+        args.precision = "bf16" if device.type == "cuda" else "fp32"
+    if args.grad_ckpt is None:
+        args.grad_ckpt = device.type == "cuda"
+    check_config(args, world)
+    print0(json.dumps(vars(args), indent=1))
+    os.makedirs(args.out, exist_ok=True)
+    barrier()
+    if master:
+        with open(os.path.join(args.out, "config.json"), "w") as f:
+            json.dump(vars(args), f, indent=1)
+
+    problems = load_problems(args.data, args.data_benchmark, need_reference=args.algo == "sft")
+    eval_problems = load_problems(args.eval_data, args.eval_benchmark) if args.eval_data else []
+    if args.eval_limit:
+        eval_problems = eval_problems[:args.eval_limit]
+    resume_from = latest_checkpoint(args.out) if args.resume else None
+    torch.manual_seed(args.seed)
+    module, policy, tokenizer = build_policy(args, resume_from or args.model, device, world)
+    ref_policy = build_policy(args, args.model, device, world, trainable=False)[0] if args.beta else None
+    reward_model = None
+    if args.algo == "grpo" and args.reward != "outcome":
+        from reward import load_reward_model
+        reward_model = load_reward_model(args.reward_model, device=args.rm_device or device)
+    eos_ids = set(eos_token_ids(policy.lm, tokenizer))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids)
+    sft_eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else min(eos_ids)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args, args.steps * args.num_iterations))
+    start_step = load_trainer_state(args, resume_from, optimizer, scheduler, rank, world) if resume_from else 0
+    print0(f"{len(problems)} training problems, {world} rank(s), {args.parallel}, {args.precision}, "
+           f"starting at step {start_step}" + (f" (resumed from {resume_from})" if resume_from else ""))
+
+    metrics_path = os.path.join(args.out, "metrics.jsonl")
+    if master and os.path.exists(metrics_path):  # drop the lines of steps the resumed run will redo
+        with open(metrics_path) as f:
+            kept = [line for line in f if line.strip() and json.loads(line)["step"] <= start_step]
+        with open(metrics_path, "w") as f:
+            f.writelines(kept)
+    wandb_run = None
+    if master and args.wandb_project:
+        try:
+            import wandb
+        except ImportError:
+            fail("--wandb-project needs wandb: pip install wandb")
+        wandb_run = wandb.init(project=args.wandb_project, name=os.path.basename(os.path.abspath(args.out)),
+                               config=vars(args), resume="allow")
+
+    def log(step, metrics):
+        if master:
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(dict(step=step, **metrics)) + "\n")
+            if wandb_run is not None:
+                wandb_run.log(metrics, step=step)
+
+    if eval_problems and args.eval_every and start_step == 0:
+        log(0, evaluate_policy(args, policy, tokenizer, eval_problems, rank, world, device))
+
+    G = args.group_size if args.algo == "grpo" else 1
+    per_rank = args.batch_size // G // world  # problems per rank per step
+    bar = tqdm(range(start_step, args.steps), initial=start_step, total=args.steps, disable=not master,
+               desc=args.algo, dynamic_ncols=True)
+    for step in bar:
+        t_start = time.perf_counter()
+        indices = step_problems(len(problems), args.batch_size // G, step, args.seed)
+        local = [problems[i] for i in indices[rank * per_rank:(rank + 1) * per_rank]]
+        if args.algo == "sft":
+            seqs, metrics = sft_sequences(args, tokenizer, local, sft_eos), {}
+            t_generated = t_scored = time.perf_counter()
+        else:
+            seed = (args.seed * 1_000_003 + step) * 4096 + rank  # a fresh, reproducible stream per step and rank
+            samples = rollout(args, policy, tokenizer, local, G, seed)
+            t_generated = time.perf_counter()
+            sample_problems = [p for p in local for _ in range(G)]
+            parts = compute_rewards(args, sample_problems, samples, reward_model)
+            t_scored = time.perf_counter()
+            seqs, metrics = grpo_sequences(args, samples, parts, eos_ids, pad_id, rank, device)
+            if args.dump_every and step % args.dump_every == 0:
+                dump_samples(args, step, sample_problems, samples, parts, seqs, rank)
+        n_sequences, total_tokens = all_sum([len(seqs), sum(s["n_tokens"] for s in seqs)], device)
+        loss_type = "dapo" if args.algo == "sft" else args.loss_type  # SFT: the token mean over the batch
+        weights = sequence_weights(loss_type, [s["n_tokens"] for s in seqs], n_sequences, total_tokens,
+                                   args.max_new_tokens)
+        for s, w in zip(seqs, weights):
+            s["weight"] = w if s["n_tokens"] else 0.0
+        stats, grad_norm = optimize(args, module, policy, ref_policy, optimizer, scheduler, seqs, pad_id, device,
+                                    world)
+        t_end = time.perf_counter()
+        totals = dict(zip(stats, all_sum(list(stats.values()), device)))
+        tokens = max(1.0, totals["tokens"])
+        step_time = t_end - t_start
+        metrics.update(loss=totals["loss"], entropy=totals["entropy"] / tokens, grad_norm=grad_norm,
+                       lr=scheduler.get_last_lr()[0], trained_tokens=int(totals["tokens"] / args.num_iterations),
+                       tokens_per_s=total_tokens / step_time, step_time=step_time, gen_time=t_generated - t_start,
+                       reward_time=t_scored - t_generated, train_time=t_end - t_scored)
+        if args.algo == "grpo":
+            metrics.update(clip_low=totals["clip_low"] / tokens, clip_high=totals["clip_high"] / tokens,
+                           clip_region=totals["clip_region"] / tokens)
+            if args.beta:
+                metrics["kl"] = totals["kl"] / tokens
+            bar.set_postfix(reward=f"{metrics['reward'] or 0:.3f}", pass_rate=f"{metrics['pass_rate'] or 0:.2f}",
+                            len=f"{metrics['completion_len']:.0f}", s=f"{step_time:.1f}")
+        else:
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}", s=f"{step_time:.1f}")
+        done = step + 1
+        if eval_problems and args.eval_every and (done % args.eval_every == 0 or done == args.steps):
+            metrics.update(evaluate_policy(args, policy, tokenizer, eval_problems, rank, world, device))
+        log(done, metrics)
+        if (args.save_every and done % args.save_every == 0) or done == args.steps:
+            save_checkpoint(args, policy, tokenizer, optimizer, scheduler, done, rank, world)
+    bar.close()
+    if wandb_run is not None:
+        wandb_run.finish()
+    return policy
+
+
+def main():
+    args = parse_args()
+    train(args)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
