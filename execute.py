@@ -338,6 +338,8 @@ def default_workers():
 def start_pool(workers=None):
     """Start (or resize) the zygote pool. Call it before importing torch to keep the pool's start cheap and clean."""
     global _pool
+    if _libc is None:
+        raise RuntimeError("execute.py runs untrusted code only on Linux (it needs namespaces, prctl and pidfd)")
     if workers is None and _pool is not None:
         return _pool        # keep whatever size the caller started it with
     workers = min(workers or default_workers(), 1024)
