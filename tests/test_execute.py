@@ -354,6 +354,7 @@ def test_adversarial_corpus():
     wrong = {r["id"]: (r["status"], r["detail"]) for r in report["results"]
              if r["status"] not in report["expected"][r["id"]]}
     assert not wrong, wrong
+    assert all(r["status"] in execute.STATUSES for r in report["results"])
     assert len([r for r in report["results"] if not r["id"].startswith("bystander")]) >= 25
     assert report["survivors"] == [], report["survivors"]
     assert report["files"] == [], report["files"]
