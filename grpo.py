@@ -20,16 +20,20 @@ SPEC is an execute.py test spec ({"type": "assert" | "stdio" | "call" | "unittes
 Any benchmark file evaluate.py reads works too: --data FILE --data-benchmark livecodebench.
 
 Run:
+    torchrun --standalone --nproc_per_node=1 grpo.py    # no --model: the toy world, the whole pipeline on a CPU
     python grpo.py --model Qwen/Qwen2.5-Coder-1.5B-Instruct --data train.jsonl --reward-model runs/rm --out runs/cg
     torchrun --standalone --nproc_per_node=8 grpo.py --model Qwen/Qwen2.5-Coder-7B-Instruct --data train.jsonl \\
         --reward-model runs/rm --parallel fsdp --max-new-tokens 4096 --out runs/cg-7b     # the paper's setting
     torchrun --standalone --nproc_per_node=8 grpo.py ... --resume          # continue from the newest checkpoint
     python grpo.py --algo sft --model MODEL --data train.jsonl --out runs/sft        # the paper's "+SFT" baseline
     torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 grpo.py ...   # 2 nodes
+The toy world (no --model; see its section below) makes synth.py's toy tasks, a tiny tokenizer and policy, an SFT
+warm start, toy-teacher CRPL data and a reward model, runs outcome / ungated / gated GRPO and prints a held-out table;
+--out (default runs/toy) keeps every artifact, so a rerun reuses what is done; --toy-scale 0.05 is the CI size.
 Outputs in --out: config.json, metrics.jsonl (a line per step), samples/step_*.jsonl, step_*/ checkpoints (Hugging
 Face layout, loadable by transformers and vLLM, plus optimizer/scheduler/RNG/data position for --resume).
 Tests and benchmark:
-    python -m pytest -q tests/test_grpo.py
+    python -m pytest -q tests/test_grpo.py tests/test_toy.py
     python bench/bench_grpo.py              # seconds per step, this file vs TRL's GRPOTrainer (needs trl==1.16.0)
 """
 
@@ -72,11 +76,12 @@ from synth import encode_prompt, eos_token_ids, format_prompt, generate, load_mo
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    # Model and data (no --model: the CPU toy world will be the default here)
+    # Model and data (no --model: the CPU toy world)
     p.add_argument("--model", help="policy to train: hub id or local directory")
     p.add_argument("--data", nargs="+", help="training problems (JSONL; see the docstring)")
     p.add_argument("--data-benchmark", help="read --data with evaluate.py's loader of this benchmark instead")
-    p.add_argument("--out", default="runs/grpo", help="run directory: metrics, samples, checkpoints")
+    p.add_argument("--out", help="run directory: metrics, samples, checkpoints (default: runs/grpo; runs/toy for "
+                                 "the toy world)")
     p.add_argument("--algo", default="grpo", choices=["grpo", "sft"], help="sft: cross-entropy on the references")
     p.add_argument("--prompt-format", default="recode", choices=["recode", "instruct", "raw"],
                    help="recode: ReCode's system prompt + chat template; instruct: the benchmark's own prompt; "
@@ -135,7 +140,11 @@ def parse_args(argv=None):
     p.add_argument("--eval-every", type=int, default=0)
     p.add_argument("--eval-limit", type=int, default=0, help="first N held-out problems only (0: all)")
     p.add_argument("--wandb-project", help="also log to Weights & Biases (needs wandb installed)")
-    return p.parse_args(argv)
+    p.add_argument("--toy-scale", type=float, default=1.0,
+                   help="toy world (no --model): multiply its numbers of steps by this (tests use ~0.05)")
+    args = p.parse_args(argv)
+    args.out = args.out or ("runs/grpo" if args.model else "runs/toy")
+    return args
 
 
 def fail(message):
@@ -971,9 +980,265 @@ def train(args):
     return policy
 
 
+# -----------------------------------------------------------------------------
+# The toy world: with no --model, the whole ReCode pipeline end to end on a CPU in minutes
+#
+# synth.py's toy tasks (train / held-out by template) -> CRPL variants of their references by the rule-based toy
+# teacher -> a byte-level BPE tokenizer and a tiny Qwen2 policy built from a config -> SFT warm start on the
+# references of part of the training tasks -> a reward model trained by reward.py from the warm start -> GRPO with
+# the outcome reward, the ungated reward and the gated reward (CG-GRPO), each from the warm start -> greedy pass@1,
+# mean R_proc and mean reasoning length on the held-out tasks, for the warm start and the three runs.
+# Every stage writes into --out (default runs/toy) and is skipped when its artifact is there.
+#
+# The toy reward model carries a real reward model's confound: the toy teacher's optimized reasoning is always
+# longer than the original (it adds a goal, numbered steps, edge cases, a complexity and a check), so it can learn
+# "longer is better" along with the quality signal; its held-out pair accuracy is printed beside that of "the
+# longer one wins", and the R_proc and reasoning-length columns show whether the ungated run exploits it.
+
+TOY = dict(
+    tasks_per_template=5, heldout_fraction=0.2, sft_fraction=0.5, vocab_size=512,
+    model=dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
+               num_key_value_heads=2),
+    sft=dict(steps=200, batch_size=32, lr=2e-3),
+    rm=dict(steps=60, batch_size=16, lr=5e-4),
+    rl=dict(steps=40, batch_size=128, group_size=8, max_new_tokens=128, temperature=0.7, lr=3e-4, warmup_steps=10,
+            eval_every=10),
+)
+TOY_RUNS = {"outcome GRPO": "outcome", "ungated": "ungated", "CG-GRPO": "gated"}
+
+
+def toy_settings(args):
+    """TOY with --toy-scale applied to every number of steps and to the tasks per template."""
+    scaled = json.loads(json.dumps(TOY))
+    for stage in ("sft", "rm", "rl"):
+        scaled[stage]["steps"] = max(1, round(TOY[stage]["steps"] * args.toy_scale))
+    scaled["rl"]["eval_every"] = max(1, round(TOY["rl"]["eval_every"] * args.toy_scale))
+    scaled["tasks_per_template"] = max(1, round(TOY["tasks_per_template"] * min(1.0, args.toy_scale)))
+    return dict(scaled, seed=args.seed, toy_scale=args.toy_scale)
+
+
+def write_jsonl(path, rows):
+    with open(path + ".tmp", "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    os.replace(path + ".tmp", path)
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def finished(run_dir, steps):
+    """The checkpoint of a finished run, or None."""
+    checkpoint = latest_checkpoint(run_dir)
+    return checkpoint if checkpoint and checkpoint.endswith(f"step_{steps:06d}") else None
+
+
+def toy_stage(title, t0):
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        print(f"\n=== toy world [{time.perf_counter() - t0:5.0f}s] {title}", flush=True)
+
+
+def toy_data(cfg, out, master):
+    """Tasks, the SFT subset and the CRPL records of the train and held-out tasks."""
+    from synth import ToyTeacher, synthesize, toy_tasks
+    paths = {name: os.path.join(out, "data", f"{name}.jsonl") for name in ("train", "heldout", "sft")}
+    crpl = {name: os.path.join(out, "data", f"crpl_{name}.jsonl") for name in ("train", "heldout")}
+    if master:
+        os.makedirs(os.path.join(out, "data"), exist_ok=True)
+        train_tasks, heldout_tasks = toy_tasks(cfg["seed"], cfg["tasks_per_template"], cfg["heldout_fraction"])
+        sft_tasks = [t for t in train_tasks
+                     if random.Random(f"{cfg['seed']}:{t['task_id']}").random() < cfg["sft_fraction"]]
+        for name, rows in (("train", train_tasks), ("heldout", heldout_tasks), ("sft", sft_tasks)):
+            if not os.path.exists(paths[name]):
+                write_jsonl(paths[name], rows)
+        for name in ("train", "heldout"):
+            synthesize(load_problems([paths[name]]), ToyTeacher(cfg["seed"]), crpl[name], seed=cfg["seed"],
+                       exec_workers=default_exec_workers())  # resumes: a finished file is skipped quickly
+    barrier()
+    return paths, crpl
+
+
+def toy_base_model(cfg, out, paths, crpl, master):
+    """A byte-level BPE tokenizer trained on every text of the world, and a random tiny Qwen2 of TOY's shape."""
+    from synth import tiny_model, train_tiny_tokenizer
+    base = os.path.join(out, "base")
+    if master and not os.path.exists(os.path.join(base, "config.json")):
+        texts = [p["prompt"] + completion_target(p) for p in read_jsonl(paths["train"]) + read_jsonl(paths["heldout"])]
+        texts += [v["reasoning"] for path in crpl.values() for r in read_jsonl(path)
+                  for v in (r["optimized"], r["degraded"]) if v]
+        tokenizer = train_tiny_tokenizer(texts, cfg["vocab_size"])
+        model = tiny_model(tokenizer, seed=cfg["seed"], max_position_embeddings=512, **cfg["model"])
+        tokenizer.save_pretrained(base + ".tmp")
+        model.save_pretrained(base + ".tmp")
+        os.replace(base + ".tmp", base)
+    barrier()
+    return base
+
+
+def toy_train(argv, out_dir, steps):
+    """grpo.py's own train() on a toy stage, resumed if it was interrupted; the final checkpoint."""
+    if not finished(out_dir, steps):
+        train(parse_args(argv + ["--out", out_dir, "--steps", str(steps)]
+                         + (["--resume"] if latest_checkpoint(out_dir) else [])))
+    return finished(out_dir, steps)
+
+
+def toy_reward_model(cfg, out, crpl, warm_start):
+    """reward.py trains the reward model on the train tasks' CRPL records, from the warm start's weights."""
+    import reward
+    rm_dir = os.path.join(out, "rm")
+    s = cfg["rm"]
+    done = reward.latest_checkpoint(rm_dir)
+    if done and done.endswith(f"step_{s['steps']:06d}"):
+        return rm_dir
+    if dist.is_initialized():  # reward.py sets up (and tears down) its own process group
+        dist.destroy_process_group()
+    reward.train(reward.parse_args(["train", "--data", crpl["train"], "--model", warm_start, "--out", rm_dir,
+                                    "--steps", str(s["steps"]), "--batch-size", str(s["batch_size"]),
+                                    "--lr", str(s["lr"]), "--max-length", "256", "--no-grad-ckpt",
+                                    "--seed", str(cfg["seed"]), "--save-every", str(s["steps"]), "--device", "cpu"]
+                                   + (["--resume"] if done else [])))
+    setup_distributed()
+    return rm_dir
+
+
+def toy_rm_accuracy(rm, crpl_heldout):
+    """The reward model's pairwise accuracy on the held-out tasks' CRPL pairs, and that of 'the longer wins'."""
+    import reward
+    summary, _ = reward.evaluate(rm[0], rm[1], reward.read_groups([crpl_heldout]))
+    return summary["all"]["acc"], summary["all"]["longer_wins"]
+
+
+def toy_evaluate(args, checkpoint, problems, rm, rank, world, device):
+    """Greedy completions of the held-out problems, scored as in training (R_proc of every sample, as ungated):
+    pass@1, format rate, mean R_proc and mean reasoning length in tokens."""
+    _, policy, tokenizer = build_policy(args, checkpoint, device, world, trainable=False)
+    per_rank = -(-len(problems) // world)
+    local = problems[rank * per_rank:(rank + 1) * per_rank]
+    samples = rollout(args, policy, tokenizer, local, 1, seed=0, temperature=0.0) if local else []
+    scored = argparse.Namespace(**dict(vars(args), reward="ungated", proc_all=True))
+    parts = compute_rewards(scored, local, samples, rm) if local else dict(r_fmt=[], r_out=[], r_proc=[])
+    rows = [dict(task_id=p["task_id"], completion=s.text, r_fmt=float(f), r_out=float(o), r_proc=float(r),
+                 think_tokens=len(tokenizer(split_reasoning(s.text)[0] or "", add_special_tokens=False)["input_ids"]))
+            for p, s, f, o, r in zip(local, samples, parts["r_fmt"], parts["r_out"], parts["r_proc"])]
+    rows = [row for ranks in all_gather_objects(rows) for row in ranks]
+    mean = lambda key: float(np.mean([row[key] for row in rows]))
+    return dict(pass1=mean("r_out"), format=mean("r_fmt"), r_proc=mean("r_proc"),
+                think_tokens=mean("think_tokens")), rows
+
+
+def toy_plot(out, runs):
+    """Reward, R_proc and held-out pass@1 along training, one line per run (only where matplotlib is installed)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"(no matplotlib, so no plot; pip install matplotlib for {os.path.join(out, 'curves.png')})")
+        return
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for name, run_dir in runs.items():
+        logged = read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
+        for ax, key in zip(axes, ("reward", "r_proc", "eval/pass@1")):
+            points = [(m["step"], m[key]) for m in logged if m.get(key) is not None]
+            if points:
+                ax.plot(*zip(*points), label=name)
+            ax.set_title(key + (" (train samples)" if key != "eval/pass@1" else " (held-out, greedy)"))
+            ax.set_xlabel("step")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "curves.png"), dpi=100)
+    print(f"plot: {os.path.join(out, 'curves.png')}")
+
+
+def toy_world(args):
+    """The whole pipeline; returns the results table (also in OUT/results.json)."""
+    t0 = time.perf_counter()
+    rank, world, device = setup_distributed()
+    master = rank == 0
+    print0 = print if master else (lambda *a, **k: None)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    torch.set_flush_denormal(True)  # tiny gradients and Adam states turn subnormal on CPU: steps slow down 20x
+    cfg, out = toy_settings(args), args.out
+    os.makedirs(out, exist_ok=True)
+    settings_path = os.path.join(out, "toy_config.json")
+    if os.path.exists(settings_path):
+        with open(settings_path) as f:
+            if json.load(f) != cfg:
+                fail(f"{out} holds a toy world made with other settings ({settings_path}): choose another --out "
+                     f"or delete it")
+    barrier()
+    if master and not os.path.exists(settings_path):
+        with open(settings_path, "w") as f:
+            json.dump(cfg, f, indent=1)
+    print0(f"toy world: no --model given, so the CPU toy pipeline runs in {out} ({world} rank(s)):\n"
+           + json.dumps(cfg, indent=1))
+
+    toy_stage("1/6 tasks and CRPL variants (synth.py, toy teacher)", t0)
+    paths, crpl = toy_data(cfg, out, master)
+    toy_stage("2/6 tokenizer and tiny policy", t0)
+    base = toy_base_model(cfg, out, paths, crpl, master)
+    common = ["--prompt-format", "raw", "--seed", str(args.seed), "--keep", "1", "--save-every", "0",
+              "--exec-workers", str(default_exec_workers())]
+    toy_stage("3/6 SFT warm start on the references of part of the training tasks", t0)
+    s = cfg["sft"]
+    warm = toy_train(["--model", base, "--algo", "sft", "--data", paths["sft"], "--batch-size", str(s["batch_size"]),
+                      "--lr", str(s["lr"]), "--dump-every", "0"] + common,
+                     os.path.join(out, "sft"), s["steps"])
+    toy_stage("4/6 reward model (reward.py, Bradley-Terry on the CRPL pairs of the training tasks)", t0)
+    rm_dir = toy_reward_model(cfg, out, crpl, warm)
+    from reward import load_reward_model
+    rm = load_reward_model(rm_dir, device=device)
+    rl = cfg["rl"]
+    rl_argv = ["--data", paths["train"], "--reward-model", rm_dir, "--batch-size", str(rl["batch_size"]),
+               "--group-size", str(rl["group_size"]), "--max-new-tokens", str(rl["max_new_tokens"]),
+               "--temperature", str(rl["temperature"]), "--lr", str(rl["lr"]),
+               "--warmup-steps", str(rl["warmup_steps"]), "--eval-data", paths["heldout"],
+               "--eval-every", str(rl["eval_every"]), "--dump-every", "1", "--proc-all"] + common
+    policies, runs = {"warm start (SFT)": warm}, {}
+    for k, (name, mode) in enumerate(TOY_RUNS.items()):
+        toy_stage(f"5/6 GRPO run {k + 1}/3: {name} (--reward {mode}), from the warm start", t0)
+        runs[name] = os.path.join(out, mode)
+        policies[name] = toy_train(["--model", warm, "--reward", mode] + rl_argv, runs[name], rl["steps"])
+    toy_stage("6/6 held-out evaluation (greedy pass@1, R_proc, reasoning length)", t0)
+    heldout = load_problems([paths["heldout"]])
+    eval_args = parse_args(["--prompt-format", "raw", "--max-new-tokens", str(rl["max_new_tokens"]),
+                            "--exec-workers", str(default_exec_workers())])
+    table = {}
+    for name, checkpoint in policies.items():
+        cache = os.path.join(checkpoint, "toy_eval.json")
+        if os.path.exists(cache):
+            with open(cache) as f:
+                table[name] = json.load(f)
+            continue
+        table[name], rows = toy_evaluate(eval_args, checkpoint, heldout, rm, rank, world, device)
+        if master:
+            write_jsonl(os.path.join(checkpoint, "toy_eval_samples.jsonl"), rows)
+            with open(cache, "w") as f:
+                json.dump(table[name], f)
+        barrier()
+    rm_acc, longer_wins = toy_rm_accuracy(rm, crpl["heldout"])
+    results = dict(table=table, rm_heldout_pair_acc=rm_acc, rm_heldout_longer_wins=longer_wins,
+                   heldout_tasks=len(heldout), seconds=time.perf_counter() - t0)
+    if master:
+        with open(os.path.join(out, "results.json"), "w") as f:
+            json.dump(results, f, indent=1)
+        print(f"\nHeld-out tasks: {len(heldout)} (template combinations never trained on); greedy decoding")
+        print(f"{'policy':<18}{'pass@1':>8}{'R_proc':>8}{'reasoning tokens':>18}{'format':>8}")
+        for name, row in table.items():
+            print(f"{name:<18}{100 * row['pass1']:>8.1f}{row['r_proc']:>8.3f}{row['think_tokens']:>18.1f}"
+                  f"{100 * row['format']:>8.1f}")
+        print(f"reward model, held-out CRPL pairs: accuracy {100 * rm_acc:.1f}% "
+              f"('the longer reasoning wins': {100 * longer_wins:.1f}%)")
+        print(f"toy world done in {results['seconds']:.0f}s; results in {os.path.join(out, 'results.json')}")
+        toy_plot(out, runs)
+    return results
+
+
 def main():
     args = parse_args()
-    train(args)
+    toy_world(args) if not args.model else train(args)
     if dist.is_initialized():
         dist.destroy_process_group()
 

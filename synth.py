@@ -38,8 +38,12 @@ judge must find the chosen reasoning correct and consistent with its code), {"pr
     python synth.py lcb-rb --data lcb.jsonl --samples samples.jsonl --judge http://localhost:8000/v1 \
         --teacher-model NAME --out lcb_rb.jsonl
 
+Toy tasks (grpo.py's CPU toy world): `toy_tasks(seed)` -> (train, held_out) problems in grpo.py's training format,
+small list functions built from (filter, map, reducer) templates, held out by template combination, each with
+execute.py call tests and a reference reasoning + code.
+
 Tests and benchmark:
-    python -m pytest -q tests/test_synth.py
+    python -m pytest -q tests/test_synth.py tests/test_toy.py
     python bench/bench_generate.py         # engine vs model.generate, CPU, random-init ~4M Qwen2
     python bench/bench_generate.py --gpu   # random-init Qwen2.5-1.5B config, bf16, GPU; plus memory-bandwidth use
 """
@@ -961,6 +965,100 @@ def lcb_rb_pairs(problems, samples, judge=None, pairs_per_problem=1, seed=0, max
              "subset": problems[t].get("difficulty") or "lcb-rb"} for t in tasks for c, r in zip(chosen[t], failing[t])]
     counts["pairs"] = len(rows)
     return rows, counts
+
+
+# -----------------------------------------------------------------------------
+# Toy tasks: a procedural family of tiny Python problems, the world grpo.py trains in when no --model is given
+#
+# Every task is one template, a (filter, map, reducer) triple over a list of integers, with its parameters:
+#     "Write f(xs): keep the numbers greater than 4, multiply each by 3, return their sum."
+#     def f(xs):
+#         return sum(x * 3 for x in xs if x > 4)
+# The reference reasoning has one line per part of the template, each naming the piece of code it leads to, so a
+# model a few million parameters big can learn the whole family in a minute or two of CPU training.
+# Held out "by template": a fixed share of the triples (chosen from the seed, every filter, map and reducer still
+# seen in training) never appears among the training tasks; held-out tasks are new combinations of known parts, not
+# new instances of a known template and not unseen operations (which no tiny model could guess).
+
+TOY_FILTERS = {  # name: (prompt phrase, condition), {k} is the task's parameter
+    "even": ("the even numbers", "x % 2 == 0"),
+    "odd": ("the odd numbers", "x % 2 == 1"),
+    "positive": ("the positive numbers", "x > 0"),
+    "negative": ("the negative numbers", "x < 0"),
+    "greater": ("the numbers greater than {k}", "x > {k}"),
+    "less": ("the numbers less than {k}", "x < {k}"),
+}
+TOY_MAPS = {  # name: (prompt phrase, expression)
+    "add": ("add {k} to each", "x + {k}"),
+    "subtract": ("subtract {k} from each", "x - {k}"),
+    "multiply": ("multiply each by {k}", "x * {k}"),
+    "square": ("square each", "x * x"),
+    "negate": ("negate each", "-x"),
+}
+TOY_REDUCERS = {  # name: (prompt phrase, reasoning, code with {e}xpression and {c}ondition)
+    "sum": ("return their sum", "sum() gives 0 if none", "sum({e} for x in xs if {c})"),
+    "max": ("return the largest (0 if none)", "max() with default=0", "max(({e} for x in xs if {c}), default=0)"),
+    "min": ("return the smallest (0 if none)", "min() with default=0", "min(({e} for x in xs if {c}), default=0)"),
+    "list": ("return them as a list", "a list keeps the order", "[{e} for x in xs if {c}]"),
+}
+TOY_PYTHON = {  # the same semantics in Python, to compute expected outputs without running any generated code
+    "even": lambda x, k: x % 2 == 0, "odd": lambda x, k: x % 2 == 1, "positive": lambda x, k: x > 0,
+    "negative": lambda x, k: x < 0, "greater": lambda x, k: x > k, "less": lambda x, k: x < k,
+    "add": lambda x, k: x + k, "subtract": lambda x, k: x - k, "multiply": lambda x, k: x * k,
+    "square": lambda x, k: x * x, "negate": lambda x, k: -x,
+    "sum": sum, "max": lambda v: max(v, default=0), "min": lambda v: min(v, default=0), "list": list,
+}
+
+
+def toy_templates(seed=0, heldout_fraction=0.2):
+    """(train, held-out) lists of (filter, map, reducer) names. Held-out triples are drawn from a seeded shuffle,
+    skipping any whose parts would then be missing from (or nearly absent in) the training triples."""
+    triples = [(f, m, r) for f in TOY_FILTERS for m in TOY_MAPS for r in TOY_REDUCERS]
+    random.Random(f"toy-templates:{seed}").shuffle(triples)
+    heldout, wanted = [], round(heldout_fraction * len(triples))
+    for triple in triples:
+        train_left = [t for t in triples if t not in heldout and t != triple]
+        if len(heldout) < wanted and all(sum(part in t for t in train_left) >= 3 for part in triple):
+            heldout.append(triple)
+    return [t for t in triples if t not in heldout], heldout
+
+
+def toy_task(triple, k_filter, k_map, rng, n_cases=6):
+    """One problem in grpo.py's training format, with execute.py call tests and a reference {reasoning, code}."""
+    f, m, r = triple
+    keep, condition = (s.format(k=k_filter) for s in TOY_FILTERS[f])
+    change, expression = (s.format(k=k_map) for s in TOY_MAPS[m])
+    give, think_give, code_template = TOY_REDUCERS[r]
+    reasoning = "\n".join([f"Keep {keep}: {condition}.", f"Then {change}: {expression}.",
+                           f"To {give.removesuffix(' (0 if none)')}: {think_give}."])
+    code = f"def f(xs):\n    return {code_template.format(e=expression, c=condition)}"
+    cases = []
+    for _ in range(n_cases):
+        xs = [rng.randint(-9, 9) for _ in range(rng.randint(0, 7))]
+        kept = [TOY_PYTHON[m](x, k_map) for x in xs if TOY_PYTHON[f](x, k_filter)]
+        cases.append({"args": [xs], "expected": TOY_PYTHON[r](kept)})
+    uses_k = [k for part, k in ((f, k_filter), (m, k_map)) if "{k}" in (TOY_FILTERS.get(part) or TOY_MAPS[part])[0]]
+    return {"task_id": f"toy/{f}-{m}-{r}" + "".join(f"-{k}" for k in uses_k),
+            "prompt": f"Write f(xs): keep {keep}, {change}, {give}.\n", "template": "-".join(triple),
+            "tests": {"type": "call", "fn_name": "f", "cases": cases},
+            "reference": {"reasoning": reasoning, "code": code}}
+
+
+def toy_tasks(seed=0, per_template=5, heldout_fraction=0.2):
+    """The toy world's problems, deterministic from the seed: (train, held_out), up to `per_template` tasks per
+    template, each with its own parameters (1..9) and tests. Tests call f on random lists of -9..9 with 0 to 7
+    elements; expected outputs are computed from the template's meaning."""
+    train_templates, heldout_templates = toy_templates(seed, heldout_fraction)
+    rng = random.Random(f"toy-tasks:{seed}")
+    split = []
+    for templates in (train_templates, heldout_templates):
+        tasks = []
+        for triple in templates:
+            ks = [(a, b) for a in (range(1, 10) if "{k}" in TOY_FILTERS[triple[0]][0] else [0])
+                  for b in (range(1, 10) if "{k}" in TOY_MAPS[triple[1]][0] else [0])]
+            tasks += [toy_task(triple, a, b, rng) for a, b in rng.sample(ks, min(per_template, len(ks)))]
+        split.append(tasks)
+    return split[0], split[1]
 
 
 # -----------------------------------------------------------------------------
