@@ -49,16 +49,10 @@ import sys
 import time
 from contextlib import contextmanager, nullcontext
 
-from execute import run_jobs, start_pool, validate_job
-
-
-def default_exec_workers():
-    """Sandbox processes per rank: the cores of this machine shared by the ranks on it."""
-    return max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
-
+from execute import default_workers, run_jobs, start_pool, validate_job
 
 if __name__ == "__main__":
-    start_pool(default_exec_workers())  # before torch and CUDA live in this process: the sandbox starts cheap, clean
+    start_pool(default_workers())  # before torch and CUDA live in this process: the sandbox starts cheap, clean
 
 import numpy as np
 import torch
@@ -863,7 +857,7 @@ def train(args):
     master = rank == 0
     print0 = print if master else (lambda *a, **k: None)
     if args.exec_workers is None:
-        args.exec_workers = default_exec_workers()
+        args.exec_workers = default_workers()
     if args.precision == "auto":
         args.precision = "bf16" if device.type == "cuda" else "fp32"
     if args.grad_ckpt is None:
@@ -1054,7 +1048,7 @@ def toy_data(cfg, out, master):
                 write_jsonl(paths[name], rows)
         for name in ("train", "heldout"):
             synthesize(load_problems([paths[name]]), ToyTeacher(cfg["seed"]), crpl[name], seed=cfg["seed"],
-                       exec_workers=default_exec_workers())  # resumes: a finished file is skipped quickly
+                       exec_workers=default_workers())  # resumes: a finished file is skipped quickly
     barrier()
     return paths, crpl
 
@@ -1180,7 +1174,7 @@ def toy_world(args):
     toy_stage("2/6 tokenizer and tiny policy", t0)
     base = toy_base_model(cfg, out, paths, crpl, master)
     common = ["--prompt-format", "raw", "--seed", str(args.seed), "--keep", "1", "--save-every", "0",
-              "--exec-workers", str(default_exec_workers())]
+              "--exec-workers", str(default_workers())]
     toy_stage("3/6 SFT warm start on the references of part of the training tasks", t0)
     s = cfg["sft"]
     warm = toy_train(["--model", base, "--algo", "sft", "--data", paths["sft"], "--batch-size", str(s["batch_size"]),
@@ -1204,7 +1198,7 @@ def toy_world(args):
     toy_stage("6/6 held-out evaluation (greedy pass@1, R_proc, reasoning length)", t0)
     heldout = load_problems([paths["heldout"]])
     eval_args = parse_args(["--prompt-format", "raw", "--max-new-tokens", str(rl["max_new_tokens"]),
-                            "--exec-workers", str(default_exec_workers())])
+                            "--exec-workers", str(default_workers())])
     table = {}
     for name, checkpoint in policies.items():
         cache = os.path.join(checkpoint, "toy_eval.json")
