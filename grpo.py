@@ -61,7 +61,8 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 from tqdm import tqdm
 
-from evaluate import build_prompt, extract_code, load_benchmark, solution_from_output, split_reasoning, task_jobs
+from evaluate import (build_prompt, extract_code, load_benchmark, read_jsonl, solution_from_output, split_reasoning,
+                      task_jobs)
 from synth import encode_prompt, eos_token_ids, format_prompt, generate, load_model
 
 # -----------------------------------------------------------------------------
@@ -1015,11 +1016,6 @@ def write_jsonl(path, rows):
     with open(path + ".tmp", "w") as f:
         f.writelines(json.dumps(row) + "\n" for row in rows)
     os.replace(path + ".tmp", path)
-
-
-def read_jsonl(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def finished(run_dir, steps):
