@@ -616,9 +616,8 @@ def run_job_in_zygote(request, state, ask_parent):
             case_limits = dict(limits, case_timeouts=[limits["case_timeouts"][index]])
             run = sandbox_run({"kind": "stdio", "code": code}, case["input"].encode(), case_limits, state)
             error = run["error"]
-            if error is None and "error" in run["reports"]:
-                error = {"status": _status_of_error(run["reports"]["error"]), "detail": run["reports"]["error"]}
-            elif error is None and "exit" not in run["reports"] and run["exit_code"] != 0:
+            ended_badly = "error" in run["reports"] or ("exit" not in run["reports"] and run["exit_code"] != 0)
+            if error is None and ended_badly:
                 error = _failure_without_report(run)
             if error and error["status"] == "syntax_error":
                 return {"error": error}
