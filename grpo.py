@@ -402,13 +402,33 @@ def per_token_loss(logps, old_logps, ref_logps, advantages, epsilon_low, epsilon
 LOGITS_PER_CHUNK = 1 << 27  # logits (tokens x vocab) materialised at once: 512 MiB in fp32
 
 
+class TargetLogprobs(torch.autograd.Function):
+    """Row by row: log softmax(logits)[target], and the entropy of softmax(logits) (a metric, no gradient: TRL's
+    default). Three passes over the logits forward and one backward, where autograd through logsumexp, gather and
+    softmax makes about ten; the backward keeps only the softmax, in place of the logits."""
+
+    @staticmethod
+    def forward(ctx, logits, targets):
+        logps = logits.log_softmax(-1)
+        target_logps = logps.gather(-1, targets[:, None]).squeeze(-1)
+        probs = logps.exp()
+        entropy = -logps.mul_(probs).sum(-1)
+        ctx.save_for_backward(probs, targets)
+        ctx.mark_non_differentiable(entropy)
+        return target_logps, entropy
+
+    @staticmethod
+    def backward(ctx, grad, _):
+        probs, targets = ctx.saved_tensors  # d log p_target / d logit_j = 1[j = target] - p_j
+        grad_logits = probs * -grad[:, None]
+        return grad_logits.scatter_add_(-1, targets[:, None], grad[:, None]), None
+
+
 def chunk_logprobs(lm_head, hidden, targets, temperature):
-    logits = lm_head(hidden).float() / temperature
-    logsumexp = logits.logsumexp(-1)
-    logps = logits.gather(-1, targets[:, None]).squeeze(-1) - logsumexp
-    with torch.no_grad():  # entropy of softmax(logits / T): a metric, no gradient (TRL's default)
-        entropy = logsumexp - (logits.softmax(-1) * logits).sum(-1)
-    return logps, entropy
+    logits = lm_head(hidden).float()
+    if temperature != 1:  # dividing by 1 only costs a pass over the logits
+        logits = logits / temperature
+    return TargetLogprobs.apply(logits, targets)
 
 
 class Policy(nn.Module):
@@ -458,16 +478,13 @@ def collate(seqs, pad_id, device):
     per-token tensors in the order of the targets."""
     if not seqs:  # a rank with nothing to train still runs a forward/backward, so the collectives match up
         seqs = [dict(ids=[pad_id, pad_id], n_prompt=1, weight=0.0, advantage=0.0)]
-    width = max(len(s["ids"]) for s in seqs)
-    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    positions, targets = [], []
-    for row, s in enumerate(seqs):
-        input_ids[row, :len(s["ids"])] = torch.tensor(s["ids"])
-        positions.append(torch.arange(row * width + s["n_prompt"] - 1, row * width + len(s["ids"]) - 1))
-        targets += s["ids"][s["n_prompt"]:]
+    width = max(len(s["ids"]) for s in seqs) - 1  # a sequence's last token is only a target, never an input
+    input_ids = torch.tensor([s["ids"][:-1] + [pad_id] * (width + 1 - len(s["ids"])) for s in seqs])
+    positions = [row * width + k for row, s in enumerate(seqs) for k in range(s["n_prompt"] - 1, len(s["ids"]) - 1)]
+    targets = [t for s in seqs for t in s["ids"][s["n_prompt"]:]]
     per_token = lambda key: torch.tensor([v for s in seqs for v in [s[key]] * (len(s["ids"]) - s["n_prompt"])],
                                          dtype=torch.float32, device=device)
-    return (input_ids.to(device), torch.cat(positions).to(device), torch.tensor(targets, device=device),
+    return (input_ids.to(device), torch.tensor(positions, device=device), torch.tensor(targets, device=device),
             per_token("advantage"), per_token("weight"))
 
 
