@@ -39,6 +39,7 @@ Tests and benchmark:
 
 import argparse
 import functools
+import inspect
 import json
 import math
 import os
@@ -60,6 +61,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 from tqdm import tqdm
+from transformers.cache_utils import DynamicCache
 
 from evaluate import (build_prompt, extract_code, load_benchmark, read_jsonl, solution_from_output, split_reasoning,
                       task_jobs)
@@ -439,11 +441,27 @@ class Policy(nn.Module):
         super().__init__()
         self.lm = lm
         self.temperature = temperature
+        self.cache_arg = "cache" if "cache" in inspect.signature(lm.base_model.forward).parameters \
+            else "past_key_values"  # transformers renamed it in 5.x
 
-    def forward(self, input_ids, positions, targets):
-        # right-padded rows under a causal mask: no real token sees a pad, so no attention mask is needed
-        hidden = self.lm.base_model(input_ids=input_ids, use_cache=False).last_hidden_state
-        hidden = hidden.flatten(0, 1)[positions]
+    def forward(self, input_ids, positions, targets, prompt_ids=None, prompt_of_row=None, position_ids=None,
+                attention_mask=None):
+        """Without prompt_ids: input_ids are whole sequences, right-padded (under a causal mask no real token sees
+        a pad, so no attention mask is needed). With them: each distinct prompt is a row of prompt_ids, run once;
+        its keys and values are copied to the rows of input_ids (completions) whose prompt it is, so the G samples
+        of a group share one prompt forward, and the gradient reaches the prompt through the copies. positions
+        index the hidden states of all rows, flattened (prompt rows first)."""
+        base = self.lm.base_model
+        if prompt_ids is None:
+            hidden = base(input_ids=input_ids, use_cache=False).last_hidden_state.flatten(0, 1)
+        else:
+            cache = DynamicCache(config=self.lm.config)
+            prompt_hidden = base(input_ids=prompt_ids, use_cache=True, **{self.cache_arg: cache}).last_hidden_state
+            cache.batch_select_indices(prompt_of_row)
+            hidden = base(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask,
+                          use_cache=True, **{self.cache_arg: cache}).last_hidden_state
+            hidden = torch.cat([prompt_hidden.flatten(0, 1), hidden.flatten(0, 1)])
+        hidden = hidden[positions]
         head = self.lm.get_output_embeddings()
         chunk = max(1, LOGITS_PER_CHUNK // head.weight.shape[0])
         # The full (tokens x vocab) log-softmax never exists: chunks of logits, and with several chunks each is
@@ -473,19 +491,43 @@ def micro_batches(lengths, token_budget):
     return batches
 
 
-def collate(seqs, pad_id, device):
-    """seqs: dicts with ids (prompt + completion), n_prompt, and per-token fields. Returns model inputs and the flat
-    per-token tensors in the order of the targets."""
+def collate(seqs, pad_id, device, share_prompts=False):
+    """seqs: dicts with ids (prompt + completion), n_prompt, and per-token fields. Returns Policy.forward's keyword
+    arguments (share_prompts: one prompt forward per distinct prompt) and the flat per-token advantages and weights,
+    in the order of the targets. A sequence's last token is only a target, never an input."""
     if not seqs:  # a rank with nothing to train still runs a forward/backward, so the collectives match up
         seqs = [dict(ids=[pad_id, pad_id], n_prompt=1, weight=0.0, advantage=0.0)]
-    width = max(len(s["ids"]) for s in seqs) - 1  # a sequence's last token is only a target, never an input
-    input_ids = torch.tensor([s["ids"][:-1] + [pad_id] * (width + 1 - len(s["ids"])) for s in seqs])
-    positions = [row * width + k for row, s in enumerate(seqs) for k in range(s["n_prompt"] - 1, len(s["ids"]) - 1)]
+    pad = lambda ids, width: ids + [pad_id] * (width - len(ids))
+    tensor = lambda x, dtype=torch.long: torch.tensor(x, dtype=dtype, device=device)
     targets = [t for s in seqs for t in s["ids"][s["n_prompt"]:]]
-    per_token = lambda key: torch.tensor([v for s in seqs for v in [s[key]] * (len(s["ids"]) - s["n_prompt"])],
-                                         dtype=torch.float32, device=device)
-    return (input_ids.to(device), torch.tensor(positions, device=device), torch.tensor(targets, device=device),
-            per_token("advantage"), per_token("weight"))
+    per_token = lambda key: tensor([v for s in seqs for v in [s[key]] * (len(s["ids"]) - s["n_prompt"])],
+                                   torch.float32)
+    if not share_prompts:
+        width = max(len(s["ids"]) for s in seqs) - 1
+        positions = [row * width + k for row, s in enumerate(seqs) for k in range(s["n_prompt"] - 1, len(s["ids"]) - 1)]
+        inputs = dict(input_ids=tensor([pad(s["ids"][:-1], width) for s in seqs]), positions=tensor(positions),
+                      targets=tensor(targets))
+        return inputs, per_token("advantage"), per_token("weight")
+    prompt_row = {}
+    for s in seqs:
+        prompt_row.setdefault(tuple(s["ids"][:s["n_prompt"]]), len(prompt_row))
+    prompt_of_row = [prompt_row[tuple(s["ids"][:s["n_prompt"]])] for s in seqs]
+    prompt_width = max(len(p) for p in prompt_row)
+    width = max(1, max(len(s["ids"]) - s["n_prompt"] for s in seqs) - 1)
+    first = len(prompt_row) * prompt_width  # where the completion rows start in the flattened hidden states
+    # the first target is predicted from the prompt's last token, the others from the completion's own tokens
+    positions = [i for row, (s, p) in enumerate(zip(seqs, prompt_of_row))
+                 for i in [p * prompt_width + s["n_prompt"] - 1] +
+                 [first + row * width + k for k in range(len(s["ids"]) - s["n_prompt"] - 1)]]
+    inputs = dict(input_ids=tensor([pad(s["ids"][s["n_prompt"]:-1], width) for s in seqs]),
+                  positions=tensor(positions), targets=tensor(targets),
+                  prompt_ids=tensor([pad(list(p), prompt_width) for p in prompt_row]),
+                  prompt_of_row=tensor(prompt_of_row),
+                  position_ids=tensor([list(range(s["n_prompt"], s["n_prompt"] + width)) for s in seqs]))
+    if any(len(p) < prompt_width for p in prompt_row):  # right-padded prompts: no completion may attend to a pad
+        inputs["attention_mask"] = tensor([[k < s["n_prompt"] for k in range(prompt_width)] + [True] * width
+                                           for s in seqs], torch.bool)
+    return inputs, per_token("advantage"), per_token("weight")
 
 
 # -----------------------------------------------------------------------------
@@ -823,26 +865,29 @@ def optimize(args, module, policy, ref_policy, optimizer, scheduler, seqs, pad_i
         dist.all_reduce(count, op=dist.ReduceOp.MAX)
         n_micro = int(count.item())
     batches += [[]] * (n_micro - len(batches))
-    inputs = [collate([trained[i] for i in b], pad_id, device) for b in batches]
+    # Sharing a prompt's forward among its samples needs the key/value cache, which gradient checkpointing turns off;
+    # with FSDP the layers would run (and all-gather) twice per micro-batch.
+    share_prompts = not args.grad_ckpt and args.parallel != "fsdp"
+    inputs = [collate([trained[i] for i in b], pad_id, device, share_prompts) for b in batches]
 
     # log-probs that stay fixed through the updates: the sampling policy's (only needed when the weights move
     # between updates on this batch) and the reference model's (only with a KL term)
     old_logps, ref_logps = [None] * n_micro, [None] * n_micro
     with torch.no_grad(), autocast(args, policy):
-        for k, (input_ids, positions, targets, _, _) in enumerate(inputs):
+        for k, (model_inputs, _, _) in enumerate(inputs):
             if args.num_iterations > 1:
-                old_logps[k] = module(input_ids, positions, targets)[0]
+                old_logps[k] = module(**model_inputs)[0]
             if args.beta:
-                ref_logps[k] = ref_policy(input_ids, positions, targets)[0]
+                ref_logps[k] = ref_policy(**model_inputs)[0]
 
     names = ("tokens", "entropy", "loss", "clip_low", "clip_high", "clip_region", "kl")
     totals = torch.zeros(len(names), dtype=torch.float64, device=device)  # summed on the device: no syncs
     grad_norms = []
     for _ in range(args.num_iterations):
-        for k, (input_ids, positions, targets, advantages, weights) in enumerate(inputs):
+        for k, (model_inputs, advantages, weights) in enumerate(inputs):
             set_grad_sync(module, k == n_micro - 1)
             with autocast(args, policy):
-                logps, entropy = module(input_ids, positions, targets)
+                logps, entropy = module(**model_inputs)
             if args.algo == "sft":
                 token_loss, ratio, kl = -logps, torch.ones_like(logps), None
             else:

@@ -262,29 +262,44 @@ def test_gate_with_real_execution(monkeypatch, mode, proc_all):
 # Log-probs and micro-batches
 
 
-def test_logprobs_match_log_softmax_and_split_does_not_change_gradient(model_dir, monkeypatch):
+@pytest.mark.parametrize("share_prompts", [False, True])
+def test_logprobs_match_log_softmax_and_split_does_not_change_gradient(model_dir, monkeypatch, share_prompts):
     lm = grpo.load_model(model_dir, dtype=torch.float32, device="cpu")[0]
     policy = grpo.Policy(lm, temperature=0.7).train()
     g = torch.Generator().manual_seed(0)
-    seqs = [dict(ids=torch.randint(0, 300, (n,), generator=g).tolist(), n_prompt=p, advantage=a, weight=w)
-            for n, p, a, w in [(9, 3, 1.0, 0.1), (5, 2, -0.5, 0.2), (12, 4, 0.3, 0.05)]]
-    input_ids, positions, targets, _, _ = grpo.collate(seqs, 0, "cpu")
-    logps, _ = policy(input_ids, positions, targets)
-    full = (lm(input_ids).logits / 0.7).log_softmax(-1).flatten(0, 1)[positions].gather(-1, targets[:, None])[:, 0]
+    ids = lambda n: torch.randint(0, 300, (n,), generator=g).tolist()
+    prompts = [ids(3), ids(2), ids(4)]
+    # two groups of samples sharing a prompt (prompts of 3, 2 and 4 tokens: the shared layout pads and masks them),
+    # and a completion of a single token (nothing of it is ever an input)
+    seqs = [dict(ids=prompts[p] + ids(n), n_prompt=len(prompts[p]), advantage=a, weight=w)
+            for p, n, a, w in [(0, 6, 1.0, 0.1), (1, 3, -0.5, 0.2), (2, 8, 0.3, 0.05), (0, 4, 0.7, 0.1),
+                               (1, 1, 0.2, 0.3), (0, 6, -1.0, 0.1)]]
+    model_inputs, _, _ = grpo.collate(seqs, 0, "cpu", share_prompts)
+    assert ("prompt_ids" in model_inputs) == share_prompts
+    if share_prompts:
+        assert model_inputs["prompt_ids"].shape[0] == 3  # one row per distinct prompt
+    logps, _ = policy(**model_inputs)
+    full = torch.cat([(lm(torch.tensor([s["ids"]])).logits[0, s["n_prompt"] - 1:-1] / 0.7).log_softmax(-1)
+                      .gather(-1, torch.tensor(s["ids"][s["n_prompt"]:])[:, None])[:, 0] for s in seqs])
     assert torch.allclose(logps, full, atol=1e-5)
 
-    def grads(batches, chunk):
+    def grads(batches, chunk, share):
         monkeypatch.setattr(grpo, "LOGITS_PER_CHUNK", chunk)
         policy.zero_grad()
         for batch in batches:
-            ids, pos, tgt, adv, w = grpo.collate([seqs[i] for i in batch], 0, "cpu")
-            (policy(ids, pos, tgt)[0] * adv * w).sum().backward()
+            model_inputs, adv, w = grpo.collate([seqs[i] for i in batch], 0, "cpu", share)
+            (policy(**model_inputs)[0] * adv * w).sum().backward()
         return [p.grad.clone() for p in policy.parameters()]
 
-    whole = grads([[0, 1, 2]], 1 << 27)
-    split = grads(grpo.micro_batches([len(s["ids"]) for s in seqs], token_budget=12), 300 * 4)  # + recomputed chunks
-    assert len(grpo.micro_batches([len(s["ids"]) for s in seqs], token_budget=12)) == 3
+    whole = grads([list(range(len(seqs)))], 1 << 27, False)
+    # equal-length prompts only: the shared layout needs no attention mask
+    assert "attention_mask" not in grpo.collate([seqs[0], seqs[3], seqs[5]], 0, "cpu", True)[0]
+    budget = 20  # [12], [9, 9] (one prompt, two samples), [7, 5], [3]
+    assert len(grpo.micro_batches([len(s["ids"]) for s in seqs], budget)) == 4
+    split = grads(grpo.micro_batches([len(s["ids"]) for s in seqs], budget), 300 * 4, share_prompts)  # + recompute
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(whole, split))
+    if share_prompts:
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(whole, grads([list(range(len(seqs)))], 1 << 27, True)))
 
 
 # ---------------------------------------------------------------------------------------------------------------
