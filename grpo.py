@@ -493,8 +493,8 @@ def micro_batches(lengths, token_budget):
 
 def collate(seqs, pad_id, device, share_prompts=False):
     """seqs: dicts with ids (prompt + completion), n_prompt, and per-token fields. Returns Policy.forward's keyword
-    arguments (share_prompts: one prompt forward per distinct prompt) and the flat per-token advantages and weights,
-    in the order of the targets. A sequence's last token is only a target, never an input."""
+    arguments (share_prompts: one prompt forward per distinct prompt, where some prompt has several samples) and the
+    flat per-token advantages and weights, in the order of the targets. A sequence's last token is only a target."""
     if not seqs:  # a rank with nothing to train still runs a forward/backward, so the collectives match up
         seqs = [dict(ids=[pad_id, pad_id], n_prompt=1, weight=0.0, advantage=0.0)]
     pad = lambda ids, width: ids + [pad_id] * (width - len(ids))
@@ -502,15 +502,15 @@ def collate(seqs, pad_id, device, share_prompts=False):
     targets = [t for s in seqs for t in s["ids"][s["n_prompt"]:]]
     per_token = lambda key: tensor([v for s in seqs for v in [s[key]] * (len(s["ids"]) - s["n_prompt"])],
                                    torch.float32)
-    if not share_prompts:
+    prompt_row = {}
+    for s in seqs:
+        prompt_row.setdefault(tuple(s["ids"][:s["n_prompt"]]), len(prompt_row))
+    if not share_prompts or len(prompt_row) == len(seqs):
         width = max(len(s["ids"]) for s in seqs) - 1
         positions = [row * width + k for row, s in enumerate(seqs) for k in range(s["n_prompt"] - 1, len(s["ids"]) - 1)]
         inputs = dict(input_ids=tensor([pad(s["ids"][:-1], width) for s in seqs]), positions=tensor(positions),
                       targets=tensor(targets))
         return inputs, per_token("advantage"), per_token("weight")
-    prompt_row = {}
-    for s in seqs:
-        prompt_row.setdefault(tuple(s["ids"][:s["n_prompt"]]), len(prompt_row))
     prompt_of_row = [prompt_row[tuple(s["ids"][:s["n_prompt"]])] for s in seqs]
     prompt_width = max(len(p) for p in prompt_row)
     width = max(1, max(len(s["ids"]) - s["n_prompt"] for s in seqs) - 1)

@@ -278,6 +278,8 @@ def test_logprobs_match_log_softmax_and_split_does_not_change_gradient(model_dir
     assert ("prompt_ids" in model_inputs) == share_prompts
     if share_prompts:
         assert model_inputs["prompt_ids"].shape[0] == 3  # one row per distinct prompt
+        # no prompt with several samples: nothing to share, one forward on whole sequences
+        assert "prompt_ids" not in grpo.collate(seqs[:3], 0, "cpu", True)[0]
     logps, _ = policy(**model_inputs)
     full = torch.cat([(lm(torch.tensor([s["ids"]])).logits[0, s["n_prompt"] - 1:-1] / 0.7).log_softmax(-1)
                       .gather(-1, torch.tensor(s["ids"][s["n_prompt"]:])[:, None])[:, 0] for s in seqs])
