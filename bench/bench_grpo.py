@@ -6,6 +6,7 @@ includes generation, reward, the update and the trainer's own overhead); the fir
 
     pip install trl==1.16.0          # bench-only dependency (not needed by grpo.py or the tests)
     python bench/bench_grpo.py                  # both, twice each (alternating), 8 timed steps after 2 warm-up
+    python bench/bench_grpo.py --repeats 5 --steps 4    # finer alternation: fairer while other work loads the CPU
     python bench/bench_grpo.py --only grpo      # just grpo.py (no trl needed)
     python bench/bench_grpo.py --steps 16 --warmup 3
     python bench/bench_grpo.py --size small     # a 3.7M model: the model's arithmetic, the same in both, dominates
@@ -15,8 +16,10 @@ on in both, TRL's own default), one torch thread (--threads), on-policy (one upd
 reference model), the dapo loss with clip 0.2/0.28, temperature 1, lr 1e-5, and the same pure-Python reward (the
 share of completion tokens with an even id: free to compute, and with spread inside groups, so every completion is
 trained on). The model is random-init and rarely emits EOS, so nearly every completion runs
-the full 64 tokens in both. Measured on a shared 2-core CPU (quiet spell): grpo.py 0.27 s/step, TRL 0.44 s/step
-(0.61x); both halves of a step are bound by the same transformers forward/backward, see the README.
+the full 64 tokens in both. Wall time and CPU time per step are both reported: on a shared machine the CPU time is
+less disturbed by other processes. Measured on a shared 2-core CPU under load (about 4), --repeats 5 --steps 4:
+grpo.py 0.42 s/step, TRL 0.93 s/step, 0.45x (CPU time 0.28 s vs 0.61 s, 0.46x); the version before prompt sharing,
+fused log-probs and inference-mode decoding took 0.66x in the same interleaved runs. See the README.
 """
 
 import argparse
