@@ -17,9 +17,10 @@ reference model), the dapo loss with clip 0.2/0.28, temperature 1, lr 1e-5, and 
 share of completion tokens with an even id: free to compute, and with spread inside groups, so every completion is
 trained on). The model is random-init and rarely emits EOS, so nearly every completion runs
 the full 64 tokens in both. Wall time and CPU time per step are both reported: on a shared machine the CPU time is
-less disturbed by other processes. Measured on a shared 2-core CPU under load (about 4), --repeats 5 --steps 4:
-grpo.py 0.42 s/step, TRL 0.93 s/step, 0.45x (CPU time 0.28 s vs 0.61 s, 0.46x); the version before prompt sharing,
-fused log-probs and inference-mode decoding took 0.66x in the same interleaved runs. See the README.
+less disturbed by other processes. Measured on a shared 2-core CPU while other work ran (load 4 to 6), alternating
+runs of 4 steps: grpo.py 0.38 to 0.46 s/step, TRL 0.77 to 0.93 s/step, 0.45x to 0.56x over three sessions (CPU time
+0.46x to 0.53x); the version before prompt sharing, fused log-probs and inference-mode decoding took 0.63x to 0.66x
+in the same interleaved runs. See the README.
 """
 
 import argparse
