@@ -1043,22 +1043,29 @@ def train(args):
 # synth.py's toy tasks (train / held-out by template) -> CRPL variants of their references by the rule-based toy
 # teacher -> a byte-level BPE tokenizer and a tiny Qwen2 policy built from a config -> SFT warm start on the
 # references of part of the training tasks -> a reward model trained by reward.py from the warm start -> GRPO with
-# the outcome reward, the ungated reward and the gated reward (CG-GRPO), each from the warm start -> greedy pass@1,
-# mean R_proc and mean reasoning length on the held-out tasks, for the warm start and the three runs.
-# Every stage writes into --out (default runs/toy) and is skipped when its artifact is there.
+# the outcome reward, the ungated reward and the gated reward (CG-GRPO), each from the warm start -> held-out
+# pass@1 (greedy, and sampled at the training temperature), mean R_proc and mean reasoning length, for the warm
+# start and the three runs. Every stage writes into --out (default runs/toy) and is skipped when its artifact is there.
 #
-# The toy reward model carries a real reward model's confound: the toy teacher's optimized reasoning is always
-# longer than the original (it adds a goal, numbered steps, edge cases, a complexity and a check), so it can learn
-# "longer is better" along with the quality signal; its held-out pair accuracy is printed beside that of "the
-# longer one wins", and the R_proc and reasoning-length columns show whether the ungated run exploits it.
+# Two properties of the world make the paper's two claims visible, each mirroring a real weakness:
+# - The warm start's references are of mixed quality, like scraped solutions: a share (sft_slip_fraction) carries a
+#   slip (>= for "greater than", the other parity) in the reasoning and the code alike, which the tests catch. The
+#   warm start imitates both, so it fails many held-out tasks that it could solve; RL with execution feedback
+#   learns which of its habits pass.
+# - The reward model over-values a style: the toy teacher's optimized rewrite is always longer and more formal
+#   (numbered steps, edge cases, complexity, a check), so the reward model scores that style near 1 whatever the
+#   reasoning says. A share of the SFT references (sft_optimized_fraction) is in that style, so the policy can write
+#   it, at first less accurately than the plain one. Ungated, R_proc pays for the style even when the code fails and
+#   the policy switches to it (R_proc and reasoning length jump, pass rate falls); gated, only passing samples earn it.
 
 TOY = dict(
-    tasks_per_template=5, heldout_fraction=0.2, sft_fraction=0.5, vocab_size=512,
+    tasks_per_template=5, heldout_fraction=0.2, sft_fraction=0.5, sft_optimized_fraction=0.25, sft_slip_fraction=0.7,
+    eval_samples=8, vocab_size=512,
     model=dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
                num_key_value_heads=2),
-    sft=dict(steps=200, batch_size=32, lr=2e-3),
+    sft=dict(steps=200, batch_size=32, lr=2e-3, eval_every=25),
     rm=dict(steps=60, batch_size=16, lr=5e-4),
-    rl=dict(steps=40, batch_size=128, group_size=8, max_new_tokens=128, temperature=0.7, lr=3e-4, warmup_steps=10,
+    rl=dict(steps=40, batch_size=128, group_size=8, max_new_tokens=144, temperature=0.7, lr=3e-4, warmup_steps=10,
             eval_every=10),
 )
 TOY_RUNS = {"outcome GRPO": "outcome", "ungated": "ungated", "CG-GRPO": "gated"}
@@ -1069,7 +1076,8 @@ def toy_settings(args):
     scaled = json.loads(json.dumps(TOY))
     for stage in ("sft", "rm", "rl"):
         scaled[stage]["steps"] = max(1, round(TOY[stage]["steps"] * args.toy_scale))
-    scaled["rl"]["eval_every"] = max(1, round(TOY["rl"]["eval_every"] * args.toy_scale))
+    for stage in ("sft", "rl"):
+        scaled[stage]["eval_every"] = max(1, round(TOY[stage]["eval_every"] * args.toy_scale))
     scaled["tasks_per_template"] = max(1, round(TOY["tasks_per_template"] * min(1.0, args.toy_scale)))
     return dict(scaled, seed=args.seed, toy_scale=args.toy_scale)
 
@@ -1092,23 +1100,48 @@ def toy_stage(title, t0):
 
 
 def toy_data(cfg, out, master):
-    """Tasks, the SFT subset and the CRPL records of the train and held-out tasks."""
+    """Tasks, the CRPL records of the train and held-out tasks, and the SFT subset. A share of the SFT references
+    (sft_optimized_fraction) is the toy teacher's optimized rewrite: the warm start can then write both the plain
+    style and the longer one the reward model prefers, as a real policy can write both terse and verbose reasoning."""
     from synth import ToyTeacher, synthesize, toy_tasks
     paths = {name: os.path.join(out, "data", f"{name}.jsonl") for name in ("train", "heldout", "sft")}
     crpl = {name: os.path.join(out, "data", f"crpl_{name}.jsonl") for name in ("train", "heldout")}
     if master:
         os.makedirs(os.path.join(out, "data"), exist_ok=True)
         train_tasks, heldout_tasks = toy_tasks(cfg["seed"], cfg["tasks_per_template"], cfg["heldout_fraction"])
-        sft_tasks = [t for t in train_tasks
-                     if random.Random(f"{cfg['seed']}:{t['task_id']}").random() < cfg["sft_fraction"]]
-        for name, rows in (("train", train_tasks), ("heldout", heldout_tasks), ("sft", sft_tasks)):
+        for name, rows in (("train", train_tasks), ("heldout", heldout_tasks)):
             if not os.path.exists(paths[name]):
                 write_jsonl(paths[name], rows)
         for name in ("train", "heldout"):
             synthesize(load_problems([paths[name]]), ToyTeacher(cfg["seed"]), crpl[name], seed=cfg["seed"],
                        exec_workers=default_workers())  # resumes: a finished file is skipped quickly
+        if not os.path.exists(paths["sft"]):
+            optimized = {r["id"]: r["optimized"]["reasoning"] for r in read_jsonl(crpl["train"]) if r["optimized"]}
+            sft_tasks = []
+            for t in train_tasks:
+                draw = random.Random(f"{cfg['seed']}:{t['task_id']}")
+                if draw.random() < cfg["sft_fraction"]:
+                    reference = dict(t["reference"])
+                    if draw.random() < cfg["sft_optimized_fraction"] and t["task_id"] in optimized:
+                        reference["reasoning"] = optimized[t["task_id"]]
+                    if draw.random() < cfg["sft_slip_fraction"]:
+                        reference = toy_slip(reference)
+                    sft_tasks.append(dict(t, reference=reference))
+            write_jsonl(paths["sft"], sft_tasks)
     barrier()
     return paths, crpl
+
+
+TOY_SLIPS = [(" > ", " >= "), (" < ", " <= "), ("% 2 == 0", "% 2 == 1"), ("% 2 == 1", "% 2 == 0")]
+
+
+def toy_slip(reference):
+    """The reference with the slip a hurried author makes: >= for >, <= for <, the other parity; in the reasoning
+    and the code alike, so the solution is consistent and wrong (the tests hold the boundary value)."""
+    condition = re.search(r" if (.+?)[)\]]", reference["code"])[1]
+    slipped = next(condition.replace(a, b, 1) for a, b in TOY_SLIPS if a in condition)
+    return dict(reference, reasoning=reference["reasoning"].replace(condition, slipped),
+                code=reference["code"].replace(condition, slipped))
 
 
 def toy_base_model(cfg, out, paths, crpl, master):
@@ -1162,22 +1195,28 @@ def toy_rm_accuracy(rm, crpl_heldout):
     return summary["all"]["acc"], summary["all"]["longer_wins"]
 
 
-def toy_evaluate(args, checkpoint, problems, rm, rank, world, device):
-    """Greedy completions of the held-out problems, scored as in training (R_proc of every sample, as ungated):
-    pass@1, format rate, mean R_proc and mean reasoning length in tokens."""
+def toy_evaluate(args, checkpoint, problems, rm, rank, world, device, samples_per_task, temperature):
+    """Held-out completions scored as in training (R_proc of every sample, as ungated): greedy pass@1; and, from
+    `samples_per_task` completions each at the training temperature, sampled pass@1 (the mean pass rate, the usual
+    unbiased estimate), format rate, mean R_proc and mean reasoning length in tokens: the policy as RL sees it."""
     _, policy, tokenizer = build_policy(args, checkpoint, device, world, trainable=False)
     per_rank = -(-len(problems) // world)
     local = problems[rank * per_rank:(rank + 1) * per_rank]
-    samples = rollout(args, policy, tokenizer, local, 1, seed=0, temperature=0.0) if local else []
     scored = argparse.Namespace(**dict(vars(args), reward="ungated", proc_all=True))
-    parts = compute_rewards(scored, local, samples, rm) if local else dict(r_fmt=[], r_out=[], r_proc=[])
-    rows = [dict(task_id=p["task_id"], completion=s.text, r_fmt=float(f), r_out=float(o), r_proc=float(r),
-                 think_tokens=len(tokenizer(split_reasoning(s.text)[0] or "", add_special_tokens=False)["input_ids"]))
-            for p, s, f, o, r in zip(local, samples, parts["r_fmt"], parts["r_out"], parts["r_proc"])]
-    rows = [row for ranks in all_gather_objects(rows) for row in ranks]
-    mean = lambda key: float(np.mean([row[key] for row in rows]))
-    return dict(pass1=mean("r_out"), format=mean("r_fmt"), r_proc=mean("r_proc"),
-                think_tokens=mean("think_tokens")), rows
+    rows = {}
+    for mode, n, mode_temperature in (("greedy", 1, 0.0), ("sampled", samples_per_task, temperature)):
+        samples = rollout(args, policy, tokenizer, local, n, seed=0, temperature=mode_temperature) if local else []
+        asked = [p for p in local for _ in range(n)]
+        parts = compute_rewards(scored, asked, samples, rm) if local else dict(r_fmt=[], r_out=[], r_proc=[])
+        mine = [dict(mode=mode, task_id=p["task_id"], completion=s.text, r_fmt=float(f), r_out=float(o),
+                     r_proc=float(r), think_tokens=len(tokenizer(split_reasoning(s.text)[0] or "",
+                                                                 add_special_tokens=False)["input_ids"]))
+                for p, s, f, o, r in zip(asked, samples, parts["r_fmt"], parts["r_out"], parts["r_proc"])]
+        rows[mode] = [row for ranks in all_gather_objects(mine) for row in ranks]
+    mean = lambda mode, key: float(np.mean([row[key] for row in rows[mode]]))
+    return dict(pass1_greedy=mean("greedy", "r_out"), pass1_sampled=mean("sampled", "r_out"),
+                format=mean("sampled", "r_fmt"), r_proc=mean("sampled", "r_proc"),
+                think_tokens=mean("sampled", "think_tokens")), rows["greedy"] + rows["sampled"]
 
 
 def toy_plot(out, runs):
@@ -1236,7 +1275,9 @@ def toy_world(args):
     toy_stage("3/6 SFT warm start on the references of part of the training tasks", t0)
     s = cfg["sft"]
     warm = toy_train(["--model", base, "--algo", "sft", "--data", paths["sft"], "--batch-size", str(s["batch_size"]),
-                      "--lr", str(s["lr"]), "--dump-every", "0"] + common,
+                      "--lr", str(s["lr"]), "--dump-every", "0", "--eval-data", paths["heldout"],
+                      "--eval-every", str(s["eval_every"]), "--max-new-tokens", str(cfg["rl"]["max_new_tokens"])]
+                     + common,
                      os.path.join(out, "sft"), s["steps"])
     toy_stage("4/6 reward model (reward.py, Bradley-Terry on the CRPL pairs of the training tasks)", t0)
     rm_dir = toy_reward_model(cfg, out, crpl, warm)
@@ -1264,7 +1305,8 @@ def toy_world(args):
             with open(cache) as f:
                 table[name] = json.load(f)
             continue
-        table[name], rows = toy_evaluate(eval_args, checkpoint, heldout, rm, rank, world, device)
+        table[name], rows = toy_evaluate(eval_args, checkpoint, heldout, rm, rank, world, device,
+                                         cfg["eval_samples"], rl["temperature"])
         if master:
             write_jsonl(os.path.join(checkpoint, "toy_eval_samples.jsonl"), rows)
             with open(cache, "w") as f:
@@ -1276,11 +1318,14 @@ def toy_world(args):
     if master:
         with open(os.path.join(out, "results.json"), "w") as f:
             json.dump(results, f, indent=1)
-        print(f"\nHeld-out tasks: {len(heldout)} (template combinations never trained on); greedy decoding")
-        print(f"{'policy':<18}{'pass@1':>8}{'R_proc':>8}{'reasoning tokens':>18}{'format':>8}")
+        print(f"\nHeld-out tasks: {len(heldout)} (template combinations never trained on)")
+        print(f"{'':<18}{'pass@1':>8}{'pass@1':>9}{'':>8}{'reasoning':>11}")
+        print(f"{'policy':<18}{'greedy':>8}{'sampled':>9}{'R_proc':>8}{'tokens':>11}{'format':>8}")
         for name, row in table.items():
-            print(f"{name:<18}{100 * row['pass1']:>8.1f}{row['r_proc']:>8.3f}{row['think_tokens']:>18.1f}"
-                  f"{100 * row['format']:>8.1f}")
+            print(f"{name:<18}{100 * row['pass1_greedy']:>8.1f}{100 * row['pass1_sampled']:>9.1f}"
+                  f"{row['r_proc']:>8.3f}{row['think_tokens']:>11.1f}{100 * row['format']:>8.1f}")
+        print(f"(sampled: {cfg['eval_samples']} completions per task at temperature {rl['temperature']}, as in "
+              f"training; R_proc, reasoning tokens and format from those)")
         print(f"reward model, held-out CRPL pairs: accuracy {100 * rm_acc:.1f}% "
               f"('the longer reasoning wins': {100 * longer_wins:.1f}%)")
         print(f"toy world done in {results['seconds']:.0f}s; results in {os.path.join(out, 'results.json')}")

@@ -659,8 +659,8 @@ TOY_LEAPS = ["This obviously works for every input, so nothing needs to be check
              "The result is clearly correct, so we can stop here.", "No special cases can occur here."]
 TOY_DIGRESSIONS = ["Python was first released in 1991.", "Many people prefer tabs to spaces.",
                    "Variable names are a matter of taste.", "Some languages index lists from 1."]
-TOY_EDGE_CASES = ["Edge cases: the smallest allowed inputs take the same path through the code, so they are handled.",
-                  "Edge cases: inputs at the limits of the constraints go through the same steps, so they are covered."]
+TOY_EDGE_CASES = ["Edge cases: an empty input takes the same path, so it is handled.",
+                  "Edge cases: inputs at the limits take the same steps, so they are covered."]
 JUSTIFYING = re.compile(r"\b(because|since|so|therefore|thus|edge|empty|check|ensure|otherwise)\b", re.I)
 
 
@@ -677,17 +677,17 @@ def loop_depth(node):
 
 
 def toy_optimize(steps, request, rng):
-    """Add what a careful solver writes: the goal, numbered steps, edge cases, the complexity and a check."""
+    """Add what a careful solver writes: numbered steps, edge cases, the complexity and a check (tersely: the toy
+    policy has to be able to write it within its token budget)."""
     try:
         depth = loop_depth(ast.parse(request["code"]))
     except SyntaxError:
         depth = 1
     cost = "O(n log n)" if "sort" in request["code"] and depth < 2 else f"O(n^{depth})" if depth > 1 else "O(n)"
     name = re.search(r"def (\w+)", request["code"])
-    return ([f"Goal: {request['problem'].strip().splitlines()[0]}"] + [f"Step {i}: {s}" for i, s in enumerate(steps, 1)]
-            + [rng.choice(TOY_EDGE_CASES), f"Complexity: at most {depth or 1} nested pass(es) over the input, so "
-               f"{cost} time.", f"Check: {'`' + name[1] + '`' if name else 'the code'} carries out every step above "
-               f"and returns exactly what the goal asks for."])
+    return ([f"Step {i}: {s}" for i, s in enumerate(steps, 1)]
+            + [rng.choice(TOY_EDGE_CASES), f"Complexity: {cost} time.",
+               f"Check: {'`' + name[1] + '`' if name else 'the code'} does every step above."])
 
 
 def toy_factual(steps, request, rng):
@@ -1033,8 +1033,11 @@ def toy_task(triple, k_filter, k_map, rng, n_cases=6):
                            f"To {give.removesuffix(' (0 if none)')}: {think_give}."])
     code = f"def f(xs):\n    return {code_template.format(e=expression, c=condition)}"
     cases = []
-    for _ in range(n_cases):
+    boundary = k_filter if "{k}" in TOY_FILTERS[f][0] else 0 if f in ("positive", "negative") else 1
+    for case in range(n_cases):
         xs = [rng.randint(-9, 9) for _ in range(rng.randint(0, 7))]
+        if case == 0:  # the filter's boundary value, so that an off-by-one condition (>= for >) fails a test
+            xs.insert(rng.randint(0, len(xs)), boundary)
         kept = [TOY_PYTHON[m](x, k_map) for x in xs if TOY_PYTHON[f](x, k_filter)]
         cases.append({"args": [xs], "expected": TOY_PYTHON[r](kept)})
     uses_k = [k for part, k in ((f, k_filter), (m, k_map)) if "{k}" in (TOY_FILTERS.get(part) or TOY_MAPS[part])[0]]
@@ -1047,7 +1050,8 @@ def toy_task(triple, k_filter, k_map, rng, n_cases=6):
 def toy_tasks(seed=0, per_template=5, heldout_fraction=0.2):
     """The toy world's problems, deterministic from the seed: (train, held_out), up to `per_template` tasks per
     template, each with its own parameters (1..9) and tests. Tests call f on random lists of -9..9 with 0 to 7
-    elements; expected outputs are computed from the template's meaning."""
+    elements (the first one also holds the filter's boundary value); expected outputs are computed from the
+    template's meaning."""
     train_templates, heldout_templates = toy_templates(seed, heldout_fraction)
     rng = random.Random(f"toy-tasks:{seed}")
     split = []

@@ -6,6 +6,7 @@ Tests for the toy world: synth.py's toy tasks and grpo.py's toy pipeline (no --m
 
 import json
 import os
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -81,9 +82,39 @@ def test_scaled_down_pipeline_makes_every_artifact(toy_run):
         assert [m["step"] for m in logged] == [0, 1, 2] and "eval/pass@1" in logged[-1]
     assert set(results["table"]) == {"warm start (SFT)", "outcome GRPO", "ungated", "CG-GRPO"}
     for row in results["table"].values():
-        assert 0 <= row["pass1"] <= 1 and 0 < row["r_proc"] < 1 and row["think_tokens"] >= 0
+        assert 0 <= row["pass1_greedy"] <= 1 and 0 <= row["pass1_sampled"] <= 1
+        assert 0 < row["r_proc"] < 1 and row["think_tokens"] >= 0
     assert 0 <= results["rm_heldout_pair_acc"] <= 1
     assert json.loads((out / "results.json").read_text())["table"] == results["table"]
+
+
+def test_the_warm_start_data_mixes_plain_careful_and_slipped_references(toy_run):
+    """The SFT file: a subset of the training tasks whose references are plain or the toy teacher's optimized
+    rewrite (the style the reward model prefers), and some carry a slip that the tests catch."""
+    out, _ = toy_run
+    train = {t["task_id"]: t for t in map(json.loads, open(out / "data" / "train.jsonl"))}
+    sft = [json.loads(line) for line in open(out / "data" / "sft.jsonl")]
+    assert 0 < len(sft) < len(train) and all(t["task_id"] in train for t in sft)
+    careful = [t for t in sft if t["reference"]["reasoning"].startswith("Step 1: ")]
+    slipped = [t for t in sft if t["reference"]["code"] != train[t["task_id"]]["reference"]["code"]]
+    assert 0 < len(careful) < len(sft) / 2 and len(sft) / 4 < len(slipped) < len(sft)
+    for t in slipped:  # the slip is in the reasoning and the code alike
+        condition = re.search(r" if (.+?)[)\]]", t["reference"]["code"])[1]
+        assert condition in t["reference"]["reasoning"]
+        assert condition not in train[t["task_id"]]["reference"]["reasoning"]
+
+
+def test_slips_are_consistent_and_caught_by_the_tests():
+    train, heldout = toy_tasks(seed=0, per_template=1)
+    tasks = train + heldout
+    slipped = [grpo.toy_slip(t["reference"]) for t in tasks]
+    for t, s in zip(tasks, slipped):
+        old, new = (re.search(r" if (.+?)[)\]]", code)[1] for code in (t["reference"]["code"], s["code"]))
+        assert old != new and s["reasoning"] == t["reference"]["reasoning"].replace(old, new)
+        assert s["code"] == t["reference"]["code"].replace(old, new)
+    jobs = [{"id": i, "code": s["code"], "tests": t["tests"]} for i, (t, s) in enumerate(zip(tasks, slipped))]
+    failed = [r["status"] == "failed" for r in run_jobs(jobs, workers=2, timeout=3.0, fail_fast=True)]
+    assert sum(failed) >= 0.75 * len(tasks)  # the boundary value in the first test case catches most slips
 
 
 def test_the_gate_held(toy_run):

@@ -1,0 +1,110 @@
+"""
+GPU check of grpo.py's CUDA path: bf16, NCCL, FSDP2 and DDP, on a random-init policy of a real model's shape (no
+download), with the reward model resident on the same GPU. It measures what a user sizing a run needs: seconds per
+step (split into generation, reward and update), tokens per second and the peak GPU memory of each run.
+
+    python bench/gpu_check.py                          # Qwen2.5-1.5B's shape, 64 completions of up to 512 tokens
+    python bench/gpu_check.py --shape tiny --device cpu --max-new-tokens 32 --steps 2   # the same plumbing on CPU
+
+It writes a work folder (--work, default a temporary one): a tokenizer trained on synth.py's toy tasks, the random
+policy and reward model saved in Hugging Face layout, the toy tasks as training data; then it runs
+`python -m torch.distributed.run --standalone --nproc_per_node=1 grpo.py ...` twice (FSDP2 with the gated reward,
+DDP with the outcome reward) and prints one line per run from its metrics.jsonl. The policy is random, so almost no
+completion passes and almost every one runs to --max-new-tokens: the timings are those of full-length completions.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from synth import tiny_model, toy_tasks, train_tiny_tokenizer  # noqa: E402
+
+SHAPES = {  # config.json values of the real models, built here with random weights
+    "qwen2.5-1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                         num_key_value_heads=2, vocab_size=151936, rope_theta=1e6, tie_word_embeddings=True),
+    "qwen2.5-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                         num_key_value_heads=2, vocab_size=151936, rope_theta=1e6, tie_word_embeddings=True),
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2),
+}
+
+p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+p.add_argument("--shape", default="qwen2.5-1.5b", choices=SHAPES, help="the policy's shape")
+p.add_argument("--rm-shape", default="qwen2.5-0.5b", choices=SHAPES, help="the reward model's backbone shape")
+p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+p.add_argument("--batch-size", type=int, default=64, help="completions per step")
+p.add_argument("--group-size", type=int, default=8)
+p.add_argument("--max-new-tokens", type=int, default=512)
+p.add_argument("--steps", type=int, default=3, help="steps per run; the first one is the warm-up")
+p.add_argument("--runs", nargs="+", default=["fsdp:gated", "ddp:outcome"], help="PARALLEL:REWARD pairs")
+p.add_argument("--work", default=None, help="work folder (default: a temporary one)")
+args = p.parse_args()
+print(vars(args))
+if args.device == "cuda" and not torch.cuda.is_available():
+    raise SystemExit("error: --device cuda but no CUDA device is visible (use --device cpu for the CPU plumbing)")
+work = Path(args.work or tempfile.mkdtemp(prefix="gpu_check_"))
+work.mkdir(parents=True, exist_ok=True)
+
+# ---- data, tokenizer, random policy and reward model
+train, _ = toy_tasks(seed=0, per_template=2)
+with open(work / "train.jsonl", "w") as f:
+    f.writelines(json.dumps(t) + "\n" for t in train)
+texts = [t["prompt"] + t["reference"]["reasoning"] + t["reference"]["code"] for t in train]
+tokenizer = train_tiny_tokenizer(texts + ["<think>\n</think>\n<answer>\n```python\n```\n</answer>"] * 20,
+                                 vocab_size=2048)
+for name, shape in (("policy", args.shape), ("rm_backbone", args.rm_shape)):
+    if not (work / name / "config.json").exists():
+        model = tiny_model(tokenizer, seed=0, max_position_embeddings=32768, **SHAPES[shape])
+        model.save_pretrained(work / name)
+        tokenizer.save_pretrained(work / name)
+        del model
+if not (work / "rm" / "reward_config.json").exists():
+    import reward
+    backbone = reward.load_backbone(str(work / "rm_backbone"))
+    rm = reward.RewardModel(backbone, {"include_code": False, "max_length": 1024})
+    reward.save_reward_model(rm, tokenizer, str(work / "rm"))
+    del rm, backbone
+
+# ---- the runs
+rows = []
+for run in args.runs:
+    parallel, mode = run.split(":")
+    out = work / f"run_{parallel}_{mode}"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", str(ROOT / "grpo.py"),
+           "--model", str(work / "policy"), "--data", str(work / "train.jsonl"), "--reward", mode,
+           "--reward-model", str(work / "rm"), "--parallel", parallel, "--batch-size", str(args.batch_size),
+           "--group-size", str(args.group_size), "--max-new-tokens", str(args.max_new_tokens),
+           "--steps", str(args.steps), "--save-every", "0", "--keep", "1", "--dump-every", "0",
+           "--prompt-format", "raw", "--lr", "1e-6", "--out", str(out)]
+    if args.device == "cpu":
+        cmd += ["--precision", "fp32"]
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="0") if args.device == "cuda" else dict(os.environ,
+                                                                                      CUDA_VISIBLE_DEVICES="")
+    print("\n$ " + " ".join(cmd), flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        rows.append(f"{run:<14} FAILED (exit {proc.returncode}) after {wall:.0f}s")
+        continue
+    with open(out / "metrics.jsonl") as f:
+        logged = [json.loads(line) for line in f if line.strip()]
+    timed = logged[1:] or logged  # the first step carries the warm-up (allocator, kernels, sandbox start)
+    mean = lambda key: sum(m.get(key) or 0.0 for m in timed) / len(timed)
+    rows.append(f"{run:<14} step {mean('step_time'):6.2f}s (generate {mean('gen_time'):6.2f}, reward "
+                f"{mean('reward_time'):5.2f}, update {mean('train_time'):5.2f})  {mean('tokens_per_s'):8.0f} tok/s  "
+                f"completion {mean('completion_len'):5.0f} tok  peak {max(m.get('peak_mem_gib') or 0 for m in logged):5.1f}"
+                f" GiB  (whole run {wall:.0f}s)")
+
+print(f"\npolicy {args.shape}, reward model {args.rm_shape}, {args.batch_size} completions x up to "
+      f"{args.max_new_tokens} tokens, {torch.cuda.get_device_name() if args.device == 'cuda' else 'CPU'}:")
+print("\n".join(rows))
