@@ -1016,6 +1016,9 @@ def train(args):
                        lr=scheduler.get_last_lr()[0], trained_tokens=int(totals["tokens"] / args.num_iterations),
                        tokens_per_s=total_tokens / step_time, step_time=step_time, gen_time=t_generated - t_start,
                        reward_time=t_scored - t_generated, train_time=t_end - t_scored)
+        if device.type == "cuda":  # this step's peak on this rank: what sizing --batch-size and --token-budget needs
+            metrics["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+            torch.cuda.reset_peak_memory_stats(device)
         if args.algo == "grpo":
             metrics.update(clip_low=totals["clip_low"] / tokens, clip_high=totals["clip_high"] / tokens,
                            clip_region=totals["clip_region"] / tokens)

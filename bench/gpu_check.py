@@ -9,7 +9,8 @@ step (split into generation, reward and update), tokens per second and the peak 
 It writes a work folder (--work, default a temporary one): a tokenizer trained on synth.py's toy tasks, the random
 policy and reward model saved in Hugging Face layout, the toy tasks as training data; then it runs
 `python -m torch.distributed.run --standalone --nproc_per_node=1 grpo.py ...` twice (FSDP2 with the gated reward,
-DDP with the outcome reward) and prints one line per run from its metrics.jsonl. The policy is random, so almost no
+DDP with the outcome reward; --proc-all, so that the reward model scores every completion) and prints one line per
+run from its metrics.jsonl. The policy is random, so almost no
 completion passes and almost every one runs to --max-new-tokens: the timings are those of full-length completions.
 """
 
@@ -84,7 +85,7 @@ for run in args.runs:
            "--reward-model", str(work / "rm"), "--parallel", parallel, "--batch-size", str(args.batch_size),
            "--group-size", str(args.group_size), "--max-new-tokens", str(args.max_new_tokens),
            "--steps", str(args.steps), "--save-every", "0", "--keep", "1", "--dump-every", "0",
-           "--prompt-format", "raw", "--lr", "1e-6", "--out", str(out)]
+           "--prompt-format", "raw", "--lr", "1e-6", "--out", str(out)] + (["--proc-all"] if mode != "outcome" else [])
     if args.device == "cpu":
         cmd += ["--precision", "fp32"]
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="0") if args.device == "cuda" else dict(os.environ,
