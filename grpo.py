@@ -10,6 +10,8 @@ clipped policy-gradient step whose loss equals TRL 1.16's GRPOTrainer on the sam
 
 R_fmt = 1 when the output is <think>...</think><answer>...</answer> with a fenced code block in the answer.
 R_out = 1 when the extracted code passes every test in execute.py's sandbox (strict, fail-fast), else 0.
+Math problems (the paper's generalization experiment) use the same gate: R_fmt wants a \boxed{} answer inside
+<answer>, and R_out = 1 when evaluate.py's checker (score_math, the one benchmark scores use) accepts it.
 R_proc in [0, 1] is reward.py's score of (problem, reasoning); gated, only samples that passed are scored (or all,
 for the logs only, with --proc-all). metrics.jsonl's r_proc_pass / r_proc_fail / pass_rate show reward hacking.
 
@@ -17,7 +19,10 @@ Training data: JSONL, one problem a line:
     {"prompt": str, "tests": SPEC or {group: SPEC}, optional "task_id", "code_prefix", "code_prompt",
      "reference": {"reasoning": str, "code": str} (for --algo sft; or "completion": the full target text)}
 SPEC is an execute.py test spec ({"type": "assert" | "stdio" | "call" | "unittest", ...}); every group must pass.
-Any benchmark file evaluate.py reads works too: --data FILE --data-benchmark livecodebench.
+A math problem: {"prompt", "answer": gold final answer, optional "task": "math" (implied by an "answer" and no
+"tests"), "reference": {"reasoning", "answer"} or "completion"}; code and math problems may be mixed in one run.
+Any benchmark file evaluate.py reads works too: --data FILE --data-benchmark livecodebench (or mbpp-train, gsm8k,
+math500, ...: evaluate.py's loader of that name reads the file).
 
 Run:
     torchrun --standalone --nproc_per_node=1 grpo.py    # no --model: the toy world, the whole pipeline on a CPU
@@ -29,7 +34,8 @@ Run:
     torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 grpo.py ...   # 2 nodes
 The toy world (no --model; see its section below) makes synth.py's toy tasks, a tiny tokenizer and policy, an SFT
 warm start, toy-teacher CRPL data and a reward model, runs outcome / ungated / gated GRPO and prints a held-out table;
---out (default runs/toy) keeps every artifact, so a rerun reuses what is done; --toy-scale 0.05 is the CI size.
+--out (default runs/toy) keeps every artifact, so a rerun reuses what is done; --toy-scale 0.05 is the CI size;
+--toy-task math runs the same pipeline on synth.py's toy math word problems (default --out runs/toy-math).
 Outputs in --out: config.json, metrics.jsonl (a line per step), samples/step_*.jsonl, step_*/ checkpoints (Hugging
 Face layout, loadable by transformers and vLLM, plus optimizer/scheduler/RNG/data position for --resume).
 Tests and benchmark:
@@ -63,8 +69,8 @@ from torch.utils.checkpoint import checkpoint
 from tqdm import tqdm
 from transformers.cache_utils import DynamicCache
 
-from evaluate import (build_prompt, extract_code, load_benchmark, read_jsonl, solution_from_output, split_reasoning,
-                      task_jobs)
+from evaluate import (all_boxed, build_prompt, extract_code, load_benchmark, read_jsonl, score_math,
+                      solution_from_output, split_reasoning, task_jobs)
 from synth import encode_prompt, eos_token_ids, format_prompt, generate, load_model
 
 # -----------------------------------------------------------------------------
@@ -139,8 +145,10 @@ def parse_args(argv=None):
     p.add_argument("--wandb-project", help="also log to Weights & Biases (needs wandb installed)")
     p.add_argument("--toy-scale", type=float, default=1.0,
                    help="toy world (no --model): multiply its numbers of steps by this (tests use ~0.05)")
+    p.add_argument("--toy-task", default="code", choices=["code", "math"],
+                   help="toy world: synth.py's toy list functions (code) or toy arithmetic word problems (math)")
     args = p.parse_args(argv)
-    args.out = args.out or ("runs/grpo" if args.model else "runs/toy")
+    args.out = args.out or ("runs/grpo" if args.model else "runs/toy" if args.toy_task == "code" else "runs/toy-math")
     return args
 
 
@@ -204,6 +212,9 @@ def load_problems(paths, benchmark=None, need_reference=False):
                     for p in load_benchmark(benchmark, ",".join(paths))[0] if not p.get("skip")]
         if any(p["task"] not in TASKS for p in problems):
             fail(f"--data-benchmark {benchmark}: this task type is not supported for training yet")
+        if need_reference and any(completion_target(p) is None for p in problems):
+            fail(f"--algo sft: {benchmark} rows carry no reference completion; write a JSONL with 'reference' or "
+                 f"'completion' instead")
         return problems
     problems = []
     for path in paths:
@@ -218,9 +229,11 @@ def load_problems(paths, benchmark=None, need_reference=False):
                     fail(f"{where}: not JSON ({e.msg})")
                 if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
                     fail(f"{where}: a problem needs a 'prompt' string")
-                task = row.get("task", "code")
+                task = row.get("task", "math" if "answer" in row and "tests" not in row else "code")
                 if task not in TASKS:
                     fail(f"{where}: unknown task {task!r} (known: {', '.join(TASKS)})")
+                if task == "math" and not isinstance(row.get("answer"), (str, int, float)):
+                    fail(f"{where}: a math problem needs an 'answer' (the gold final answer, a string or number)")
                 tests = row.get("tests")
                 if isinstance(tests, dict) and "type" in tests:
                     tests = {"base": tests}  # one spec: a single test group
@@ -231,9 +244,11 @@ def load_problems(paths, benchmark=None, need_reference=False):
                         problem = validate_job({"code": "", "tests": spec})
                         if problem:
                             fail(f"{where}: tests[{group!r}]: {problem}")
-                if need_reference and completion_target(row) is None:
-                    fail(f"{where}: --algo sft needs 'reference' {{reasoning, code}} or a 'completion' string")
+                if need_reference and completion_target(dict(row, task=task)) is None:
+                    wanted = "answer" if task == "math" else "code"
+                    fail(f"{where}: --algo sft needs 'reference' {{reasoning, {wanted}}} or a 'completion' string")
                 problems.append(dict(row, task_id=str(row.get("task_id", where)), task=task, tests=tests or {},
+                                     **({"answer": str(row["answer"])} if task == "math" else {}),
                                      code_prefix=row.get("code_prefix", ""), code_prompt=row.get("code_prompt", "")))
     if not problems:
         fail(f"no problems in {', '.join(paths)}")
@@ -245,9 +260,17 @@ def format_completion(reasoning, code):
     return f"<think>\n{reasoning.strip()}\n</think>\n<answer>\n```python\n{code.strip()}\n```\n</answer>"
 
 
+def format_math_completion(reasoning, answer):
+    """ReCode's output format for math: the final answer boxed inside <answer>."""
+    return f"<think>\n{reasoning.strip()}\n</think>\n<answer>\n\\boxed{{{str(answer).strip()}}}\n</answer>"
+
+
 def completion_target(problem):
     reference = problem.get("reference")
-    if isinstance(reference, dict) and all(isinstance(reference.get(k), str) for k in ("reasoning", "code")):
+    if problem.get("task") == "math":
+        if isinstance(reference, dict) and isinstance(reference.get("reasoning"), str) and "answer" in reference:
+            return format_math_completion(reference["reasoning"], reference["answer"])
+    elif isinstance(reference, dict) and all(isinstance(reference.get(k), str) for k in ("reasoning", "code")):
         return format_completion(reference["reasoning"], reference["code"])
     return problem.get("completion") if isinstance(problem.get("completion"), str) else None
 
@@ -255,7 +278,7 @@ def completion_target(problem):
 def prompt_text(args, tokenizer, problem):
     if args.prompt_format == "raw":
         return problem["prompt"]
-    system, user = build_prompt(problem, args.prompt_format, "code")
+    system, user = build_prompt(problem, args.prompt_format, problem.get("task", "code"))
     return format_prompt(tokenizer, user, system)
 
 
@@ -305,7 +328,21 @@ def code_outcome_reward(args, problems, samples):
             math.nan if "harness_error" in s else 1.0 for s in statuses]
 
 
-TASKS = {"code": dict(format=code_format_reward, outcome=code_outcome_reward)}
+def math_format_reward(text):
+    """1.0 for the same <think>/<answer> structure as code, with a complete, non-empty \\boxed{} in the answer."""
+    match = STRUCTURE.fullmatch(text)
+    ok = match and all(text.count(tag) == 1 for tag in TAGS) and match["think"].strip() and \
+        any(box.strip() for box in all_boxed(match["answer"]))
+    return float(bool(ok))
+
+
+def math_outcome_reward(args, problems, samples):
+    """evaluate.py's own checker (score_math), so a training reward and a benchmark score are the same verdict."""
+    return [float(score_math(sample.text, problem["answer"])) for problem, sample in zip(problems, samples)]
+
+
+TASKS = {"code": dict(format=code_format_reward, outcome=code_outcome_reward),
+         "math": dict(format=math_format_reward, outcome=math_outcome_reward)}
 
 
 def combine_rewards(r_fmt, r_out, r_proc, mode, proc_weight):
@@ -336,7 +373,8 @@ def compute_rewards(args, problems, samples, reward_model):
             reasonings = [split_reasoning(samples[i].text)[0] for i in scored]
             r_proc[scored] = score(reward_model[0], reward_model[1], [problems[i]["prompt"] for i in scored],
                                    [r if r is not None else samples[i].text for r, i in zip(reasonings, scored)],
-                                   codes=[extract_code(samples[i].text) for i in scored],
+                                   codes=[extract_code(samples[i].text) if problems[i]["task"] == "code" else None
+                                          for i in scored],
                                    batch_size=args.rm_batch_size)
     return dict(r_fmt=r_fmt, r_out=r_out, r_proc=r_proc,
                 reward=combine_rewards(r_fmt, r_out, r_proc, args.reward, args.proc_weight))
@@ -1082,7 +1120,7 @@ def toy_settings(args):
     for stage in ("sft", "rl"):
         scaled[stage]["eval_every"] = max(1, round(TOY[stage]["eval_every"] * args.toy_scale))
     scaled["tasks_per_template"] = max(1, round(TOY["tasks_per_template"] * min(1.0, args.toy_scale)))
-    return dict(scaled, seed=args.seed, toy_scale=args.toy_scale)
+    return dict(scaled, seed=args.seed, toy_scale=args.toy_scale, toy_task=args.toy_task)
 
 
 def write_jsonl(path, rows):
@@ -1106,12 +1144,13 @@ def toy_data(cfg, out, master):
     """Tasks, the CRPL records of the train and held-out tasks, and the SFT subset. A share of the SFT references
     (sft_optimized_fraction) is the toy teacher's optimized rewrite: the warm start can then write both the plain
     style and the longer one the reward model prefers, as a real policy can write both terse and verbose reasoning."""
-    from synth import ToyTeacher, synthesize, toy_tasks
+    from synth import ToyTeacher, synthesize, toy_math_tasks, toy_tasks
     paths = {name: os.path.join(out, "data", f"{name}.jsonl") for name in ("train", "heldout", "sft")}
     crpl = {name: os.path.join(out, "data", f"crpl_{name}.jsonl") for name in ("train", "heldout")}
     if master:
         os.makedirs(os.path.join(out, "data"), exist_ok=True)
-        train_tasks, heldout_tasks = toy_tasks(cfg["seed"], cfg["tasks_per_template"], cfg["heldout_fraction"])
+        make_tasks = toy_math_tasks if cfg["toy_task"] == "math" else toy_tasks
+        train_tasks, heldout_tasks = make_tasks(cfg["seed"], cfg["tasks_per_template"], cfg["heldout_fraction"])
         for name, rows in (("train", train_tasks), ("heldout", heldout_tasks)):
             if not os.path.exists(paths[name]):
                 write_jsonl(paths[name], rows)
@@ -1139,8 +1178,17 @@ TOY_SLIPS = [(" > ", " >= "), (" < ", " <= "), ("% 2 == 0", "% 2 == 1"), ("% 2 =
 
 
 def toy_slip(reference):
-    """The reference with the slip a hurried author makes: >= for >, <= for <, the other parity; in the reasoning
-    and the code alike, so the solution is consistent and wrong (the tests hold the boundary value)."""
+    """The reference with the slip a hurried author makes, in the reasoning and the result alike, so the solution
+    is consistent and wrong. Code: >= for >, <= for <, the other parity (the tests hold the boundary value).
+    Math: the last step's result one too high, carried into the answer."""
+    if "answer" in reference:
+        answer = reference["answer"]
+        slipped = str(int(answer) + 1)
+        lines = reference["reasoning"].split("\n")
+        last_step = max(i for i, line in enumerate(lines) if f"= {answer}" in line)
+        lines[last_step] = re.sub(rf"= {answer}\b", f"= {slipped}", lines[last_step])
+        lines[last_step + 1:] = [re.sub(rf"\b{answer}\b", slipped, line) for line in lines[last_step + 1:]]
+        return dict(reference, reasoning="\n".join(lines), answer=slipped)
     condition = re.search(r" if (.+?)[)\]]", reference["code"])[1]
     slipped = next(condition.replace(a, b, 1) for a, b in TOY_SLIPS if a in condition)
     return dict(reference, reasoning=reference["reasoning"].replace(condition, slipped),

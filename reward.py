@@ -26,7 +26,8 @@ the left), so the end of the reasoning, the code and the EOS the score is read a
 
 Data files (JSONL, one object a line; the format is recognised per line):
     CRPL record  {"id", "problem", "original", "optimized", "degraded"}, each variant {"reasoning", "code"}
-                 gives the pairs optimized>original, original>degraded, optimized>degraded (a null variant is skipped)
+                 gives the pairs optimized>original, original>degraded, optimized>degraded (a null variant is skipped);
+                 a math variant {"reasoning", "answer"} is read as its reasoning alone (no code)
     pair         {"problem" or "prompt", "chosen", "rejected", optional "pair_type" or "subset"}; chosen and
                  rejected are reasoning strings or {"reasoning", "code"} (LCB-RB and RewardBench files)
 Rows with the same problem form one group: its distinct texts are scored once, in the same micro-batch.

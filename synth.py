@@ -26,8 +26,10 @@ logical rigor or coherence). The original's and the optimized code must pass the
 sandbox, a variant that copies the original is dropped, and every drop is counted. Records are what reward.py reads:
 {"id", "problem", "dimension", "teacher", "original", "optimized", "degraded", "pairs"}, each variant
 {"reasoning", "code"} or null. Problems: JSONL in grpo.py's training format ("prompt", "tests", optional "task_id",
-"code_prefix", "reference": {"reasoning", "code"}). A rerun skips the problems already in --out or in the failures
-file (malformed teacher replies, filtered problems, with the reason), so an interrupted run resumes.
+"code_prefix", "reference": {"reasoning", "code"}); math problems ("answer", "reference": {"reasoning", "answer"})
+get math teacher prompts, variants {"reasoning", "answer"}, and evaluate.py's answer checker instead of the tests
+(the original and the optimized variant must reach the gold answer). A rerun skips the problems already in --out or
+in the failures file (malformed teacher replies, filtered problems, with the reason), so an interrupted run resumes.
     python synth.py crpl --problems problems.jsonl --teacher http://localhost:8000/v1 --teacher-model NAME \
         --out crpl.jsonl              # any OpenAI-compatible server (vllm serve, an API: key in $OPENAI_API_KEY)
     python synth.py crpl --problems problems.jsonl --teacher local:PATH --out crpl.jsonl   # a model loaded here
@@ -40,7 +42,8 @@ judge must find the chosen reasoning correct and consistent with its code), {"pr
 
 Toy tasks (grpo.py's CPU toy world): `toy_tasks(seed)` -> (train, held_out) problems in grpo.py's training format,
 small list functions built from (filter, map, reducer) templates, held out by template combination, each with
-execute.py call tests and a reference reasoning + code.
+execute.py call tests and a reference reasoning + code. `toy_math_tasks(seed)`: the same for arithmetic word
+problems (chains of 2-3 operations, held out by chain), each with a gold answer and a reference reasoning + answer.
 
 Tests and benchmark:
     python -m pytest -q tests/test_synth.py tests/test_toy.py
@@ -56,6 +59,7 @@ import functools
 import hashlib
 import http.client
 import inspect
+import itertools
 import json
 import os
 import random
@@ -75,8 +79,8 @@ from tqdm import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from evaluate import (RECODE_SYSTEM_PROMPTS, extract_code, generate_samples, load_benchmark, load_samples,
-                      split_reasoning, task_jobs)
+from evaluate import (RECODE_SYSTEM_PROMPTS, extract_code, generate_samples, last_boxed, load_benchmark,
+                      load_samples, math_answers_match, split_reasoning, task_jobs)
 from execute import run_jobs
 from reward import CRPL_PAIRS
 
@@ -481,6 +485,47 @@ DEGRADATIONS = {
                   "earlier step later on, and mix in an irrelevant digression."),
 }
 
+# Math problems (the paper's generalization experiment): the same three dimensions, said about a worked solution,
+# and the degraded variant keeps the final answer as the code variant keeps the code. The reply format's braces are
+# doubled: it is part of a str.format template.
+MATH_SOLUTION_TEXT = "Problem:\n{problem}\n\nReasoning:\n{reasoning}\n\nFinal answer: \\boxed{{{answer}}}"
+MATH_REPLY_FORMAT = ("Reply in exactly this format, with nothing before or after it:\n"
+                     "<think>\nthe reasoning\n</think>\n<answer>\n\\boxed{{the final answer}}\n</answer>")
+
+MATH_OPTIMIZE_PROMPT = """Below is a math problem with a solution: a reasoning process and the final answer it reaches.
+
+Rewrite the reasoning process so that it is better in three dimensions:
+- factual accuracy: every calculation, intermediate value, formula and mathematical claim is correct;
+- logical rigor: every step follows from the steps before it, the conditions of the problem and special cases are
+  handled, and the key claims are justified or checked (for example by substituting the result back);
+- coherence: the steps come in a natural order, with nothing irrelevant, repeated or contradictory.
+Make it better, not merely longer. Keep the approach and the final answer, and change the answer only to fix a real
+mistake.
+
+{solution}
+
+""" + MATH_REPLY_FORMAT
+
+MATH_DEGRADE_PROMPT = """Below is a math problem with a solution: a reasoning process and the final answer it reaches.
+
+We need a worse version of this reasoning to train a model that judges reasoning quality. Rewrite the reasoning so
+that it is clearly worse in one dimension, {dimension}: {instruction}
+Keep the length, tone and overall approach close to the original so that the flaws do not show on the surface, and
+do not point them out. Copy the final answer unchanged.
+
+{solution}
+
+""" + MATH_REPLY_FORMAT
+
+MATH_DEGRADATIONS = {
+    "factual accuracy": ("make a few errors of fact or calculation, such as a wrong intermediate value, a quantity "
+                         "misread from the problem, or a wrong formula or definition."),
+    "logical rigor": ("drop the justification of the key steps, skip the conditions and special cases, and reach at "
+                      "least one conclusion that does not follow from what came before."),
+    "coherence": ("put the steps out of order so that results are used before they are derived, contradict an "
+                  "earlier step later on, and mix in an irrelevant digression."),
+}
+
 JUDGE_PROMPT = """Below is a programming problem with a solution: a reasoning process and the code written after it.
 
 Is the reasoning logically correct, and does the code implement exactly what the reasoning describes? Explain
@@ -498,9 +543,17 @@ class TeacherError(RuntimeError):
 
 
 def make_request(kind, problem, solution=None, dimension=None):
-    """One question to a teacher: solve | optimize | degrade | judge. The structured fields serve the toy teacher."""
+    """One question to a teacher: solve | optimize | degrade | judge (code only). A math problem's solution is
+    {"reasoning", "answer"} instead of {"reasoning", "code"}. The structured fields serve the toy teacher."""
+    task = problem.get("task", "code")
     if kind == "solve":  # the original, written the way the policy will be asked to write
-        system, user = RECODE_SYSTEM_PROMPTS["code"], problem["prompt"]
+        system, user = RECODE_SYSTEM_PROMPTS[task], problem["prompt"]
+    elif task == "math":
+        text = MATH_SOLUTION_TEXT.format(problem=problem["prompt"].strip(), reasoning=solution["reasoning"].strip(),
+                                         answer=str(solution["answer"]).strip())
+        template = {"optimize": MATH_OPTIMIZE_PROMPT, "degrade": MATH_DEGRADE_PROMPT}[kind]
+        system, user = None, template.format(solution=text, dimension=dimension,
+                                             instruction=MATH_DEGRADATIONS.get(dimension))
     else:
         text = SOLUTION_TEXT.format(problem=problem["prompt"].strip(), reasoning=solution["reasoning"].strip(),
                                     code=solution["code"].strip())
@@ -508,14 +561,20 @@ def make_request(kind, problem, solution=None, dimension=None):
         system, user = None, template.format(solution=text, dimension=dimension,
                                              instruction=DEGRADATIONS.get(dimension))
     return {"kind": kind, "id": problem["task_id"], "system": system, "user": user, "problem": problem["prompt"],
-            "dimension": dimension, **(solution or {})}
+            "dimension": dimension, "task": task, **(solution or {})}
 
 
-def parse_solution(reply):
-    """{"reasoning", "code"} from a reply in ReCode's format, or MalformedReply naming what is missing."""
+def parse_solution(reply, request=None):
+    """{"reasoning", "code"} (or, for a math request, {"reasoning", "answer"}: the last \\boxed{} inside <answer>)
+    from a reply in ReCode's format, or MalformedReply naming what is missing."""
     think, answer = split_reasoning(reply)
     if not (think or "").strip():
         raise MalformedReply("no <think>...</think> reasoning")
+    if (request or {}).get("task") == "math":
+        boxed = last_boxed(answer or "")
+        if not (boxed or "").strip():
+            raise MalformedReply("no complete, non-empty \\boxed{} answer inside <answer>")
+        return {"reasoning": think.strip(), "answer": boxed.strip()}
     if answer is None or answer.count("```") < 2:
         raise MalformedReply("no complete ```python code block inside <answer>")
     code = extract_code(reply)
@@ -524,7 +583,7 @@ def parse_solution(reply):
     return {"reasoning": think.strip(), "code": code}
 
 
-def parse_verdict(reply):
+def parse_verdict(reply, request=None):
     verdicts = re.findall(r"VERDICT:\s*(YES|NO)\b", reply, re.I)
     if not verdicts:
         raise MalformedReply("no 'VERDICT: YES' or 'VERDICT: NO' line")
@@ -540,7 +599,7 @@ def ask(teacher, requests, parse, max_attempts, counts):
             break
         for i, reply in zip(pending, teacher([requests[i] for i in pending], attempt)):
             try:
-                results[i] = parse(reply)
+                results[i] = parse(reply, requests[i])
                 failures.pop(i, None)
             except MalformedReply as e:
                 counts["malformed teacher replies"] += 1
@@ -661,7 +720,21 @@ TOY_DIGRESSIONS = ["Python was first released in 1991.", "Many people prefer tab
                    "Variable names are a matter of taste.", "Some languages index lists from 1."]
 TOY_EDGE_CASES = ["Edge cases: an empty input takes the same path, so it is handled.",
                   "Edge cases: inputs at the limits take the same steps, so they are covered."]
+TOY_MATH_FALSE_FACTS = ["Multiplying a number by 1 doubles it.", "Half of 10 is 4.", "7 plus 8 is 16.",
+                        "Subtracting a number from itself leaves 1.", "A dozen is 10."]
+TOY_MATH_LEAPS = ["The result is clearly right, so there is nothing to check.",
+                  "The other steps obviously do not matter here.", "This gives the answer, no need to verify it."]
+TOY_MATH_DIGRESSIONS = ["The equals sign was introduced in 1557.", "Some people count on their fingers.",
+                        "Zero was not always considered a number.", "Many calculators use base 10."]
+TOY_MATH_CHECKS = ["Check: working backwards from the result through each step gives the starting amount again.",
+                   "Check: each step uses the result of the step before it, and every quantity in the problem is used."]
+TOY_PHRASES = {"code": dict(false_facts=TOY_FALSE_FACTS, leaps=TOY_LEAPS, digressions=TOY_DIGRESSIONS),
+               "math": dict(false_facts=TOY_MATH_FALSE_FACTS, leaps=TOY_MATH_LEAPS, digressions=TOY_MATH_DIGRESSIONS)}
 JUSTIFYING = re.compile(r"\b(because|since|so|therefore|thus|edge|empty|check|ensure|otherwise)\b", re.I)
+
+
+def toy_phrases(request):
+    return TOY_PHRASES[request.get("task", "code")]
 
 
 def split_steps(reasoning):
@@ -697,7 +770,7 @@ def toy_factual(steps, request, rng):
     spots = [(i, m) for i, step in enumerate(steps) for m in words.finditer(step)]
     steps = list(steps)
     if not spots:
-        steps.insert(rng.randrange(len(steps) + 1), rng.choice(TOY_FALSE_FACTS))
+        steps.insert(rng.randrange(len(steps) + 1), rng.choice(toy_phrases(request)["false_facts"]))
         return steps
     chosen = rng.sample(spots, min(max(2, len(steps) // 2), len(spots)))
     for i, m in sorted(chosen, key=lambda s: (s[0], -s[1].start())):  # right to left: earlier offsets stay valid
@@ -714,7 +787,7 @@ def toy_rigor(steps, request, rng):
     if not justifying or len(justifying) == len(steps):
         justifying = {rng.randrange(len(steps))} if len(steps) > 1 else set()
     kept = [step for i, step in enumerate(steps) if i not in justifying]
-    kept.insert(rng.randint(len(kept) // 2, len(kept)), rng.choice(TOY_LEAPS))
+    kept.insert(rng.randint(len(kept) // 2, len(kept)), rng.choice(toy_phrases(request)["leaps"]))
     return kept
 
 
@@ -723,8 +796,15 @@ def toy_coherence(steps, request, rng):
     shuffled = list(steps)
     while len(set(steps)) > 1 and shuffled == steps:
         rng.shuffle(shuffled)
-    shuffled.insert(rng.randrange(len(shuffled) + 1), rng.choice(TOY_DIGRESSIONS))
+    shuffled.insert(rng.randrange(len(shuffled) + 1), rng.choice(toy_phrases(request)["digressions"]))
     return shuffled
+
+
+def toy_math_optimize(steps, request, rng):
+    """What a careful solver adds to a worked solution: the goal, numbered steps, a check and the answer."""
+    question = re.split(r"(?<=[.!?])\s+", request["problem"].strip())[-1]
+    return ([f"Goal: {question}"] + [f"Step {i}: {s}" for i, s in enumerate(steps, 1)]
+            + [rng.choice(TOY_MATH_CHECKS), f"So the answer is {request['answer']}."])
 
 
 TOY_DEGRADE = {"factual accuracy": toy_factual, "logical rigor": toy_rigor, "coherence": toy_coherence}
@@ -743,11 +823,15 @@ class ToyTeacher:
         if request["kind"] not in ("optimize", "degrade"):
             raise ValueError(f"the toy teacher only optimizes and degrades reference solutions, it cannot "
                              f"{request['kind']} (problem {request['id']!r}: give it a 'reference' "
-                             f"{{reasoning, code}})")
+                             f"{{reasoning, code}} or, for math, {{reasoning, answer}})")
         rng = random.Random(f"{self.seed}:{request['id']}:{request['kind']}")
         steps, joiner = split_steps(request["reasoning"])
-        rewrite = toy_optimize if request["kind"] == "optimize" else TOY_DEGRADE[request["dimension"]]
+        math_task = request.get("task") == "math"
+        optimize = toy_math_optimize if math_task else toy_optimize
+        rewrite = optimize if request["kind"] == "optimize" else TOY_DEGRADE[request["dimension"]]
         reasoning = joiner.join(rewrite(steps, request, rng))
+        if math_task:
+            return f"<think>\n{reasoning}\n</think>\n<answer>\n\\boxed{{{request['answer']}}}\n</answer>"
         return f"<think>\n{reasoning}\n</think>\n<answer>\n```python\n{request['code'].strip()}\n```\n</answer>"
 
 
@@ -780,6 +864,29 @@ def code_status(problems, codes, timeout=3.0, workers=None, memory_mb=2048, prog
     return [status[(p["task_id"], code)] for p, code in zip(problems, codes)]
 
 
+def solution_status(problems, solutions, **exec_args):
+    """'passed' when a solution is right: its code passes every test (code_status), or its final answer matches the
+    gold one under evaluate.py's checker (math); else why not."""
+    status = [None if p.get("task") == "math" else "" for p in problems]
+    code = [i for i, st in enumerate(status) if st is not None]
+    for i, st in zip(code, code_status([problems[i] for i in code], [solutions[i]["code"] for i in code], **exec_args)
+                     if code else []):
+        status[i] = st
+    return [st if st is not None else "passed" if math_answers_match(sol["answer"], p["answer"]) else "wrong answer"
+            for p, sol, st in zip(problems, solutions, status)]
+
+
+def reference_solution(problem):
+    reference = problem["reference"]
+    if problem.get("task") == "math":
+        return {"reasoning": reference["reasoning"], "answer": str(reference.get("answer", problem["answer"]))}
+    return {"reasoning": reference["reasoning"], "code": reference["code"]}
+
+
+def fails(problem):
+    return "gets a wrong answer" if problem.get("task") == "math" else "fails tests"
+
+
 def near_identical(a, b, threshold):
     matcher = difflib.SequenceMatcher(None, a, b)
     return matcher.quick_ratio() >= threshold and matcher.ratio() >= threshold  # quick_ratio: a cheap upper bound
@@ -799,9 +906,9 @@ def synthesize_chunk(chunk, teacher, counts, seed, max_attempts, max_similarity,
         failures[p["task_id"]].append({"id": p["task_id"], "stage": stage, "reason": reason,
                                        **({"reply": reply[-4000:]} if reply is not None else {})})
 
-    # 1. The original: the reference, or the teacher's own solution; it must pass the tests.
-    originals = {p["task_id"]: {"reasoning": p["reference"]["reasoning"], "code": p["reference"]["code"]}
-                 for p in chunk if p.get("reference")}
+    # 1. The original: the reference, or the teacher's own solution; it must pass the tests (math: reach the gold
+    # answer; a math reference without an answer of its own is taken to reach the gold one).
+    originals = {p["task_id"]: reference_solution(p) for p in chunk if p.get("reference")}
     unsolved = [p for p in chunk if not p.get("reference")]
     solved, bad = ask(teacher, [make_request("solve", p) for p in unsolved], parse_solution, max_attempts, counts)
     for i, p in enumerate(unsolved):
@@ -810,15 +917,16 @@ def synthesize_chunk(chunk, teacher, counts, seed, max_attempts, max_similarity,
         else:
             originals[p["task_id"]] = solved[i]
     live, unrecorded = [p for p in chunk if p["task_id"] in originals], set()
-    for p, status in zip(live, code_status(live, [originals[p["task_id"]]["code"] for p in live], **exec_args)):
+    for p, status in zip(live, solution_status(live, [originals[p["task_id"]] for p in live], **exec_args)):
         if status == "harness_error":  # the sandbox failed, not the code: left unrecorded, so a rerun tries again
             counts["original: sandbox error (a rerun tries again)"] += 1
             unrecorded.add(p["task_id"])
         elif status != "passed":
-            drop(p, "original fails tests", status)
+            drop(p, f"original {fails(p)}", status)
     live = [p for p in live if not failures[p["task_id"]] and p["task_id"] not in unrecorded]
 
-    # 2. The variants; the optimized code must pass the tests; a copy of the original is no variant.
+    # 2. The variants; the optimized code must pass the tests (math: keep the right answer); a copy of the original
+    # is no variant.
     dimensions = {p["task_id"]: degrade_dimension(p["task_id"], seed) for p in live}
     requests = ([make_request("optimize", p, originals[p["task_id"]]) for p in live]
                 + [make_request("degrade", p, originals[p["task_id"]], dimensions[p["task_id"]]) for p in live])
@@ -834,10 +942,10 @@ def synthesize_chunk(chunk, teacher, counts, seed, max_attempts, max_similarity,
                 drop(p, f"{name} (near-)identical to the original", f"difflib ratio >= {max_similarity}")
                 v[name] = None
     tested = [p for p in live if variants[p["task_id"]]["optimized"]]
-    for p, status in zip(tested, code_status(tested, [variants[p["task_id"]]["optimized"]["code"] for p in tested],
-                                             **exec_args)):
+    for p, status in zip(tested, solution_status(tested, [variants[p["task_id"]]["optimized"] for p in tested],
+                                                 **exec_args)):
         if status != "passed":
-            drop(p, "optimized fails tests", status)
+            drop(p, f"optimized {fails(p)}", status)
             variants[p["task_id"]]["optimized"] = None
 
     results = []
@@ -878,8 +986,10 @@ def finished_ids(path):
 def synthesize(problems, teacher, out, failures_out=None, seed=0, chunk=32, max_attempts=3, max_similarity=0.99,
                exec_timeout=3.0, exec_workers=None, exec_memory_mb=2048):
     """CRPL records for `problems` (grpo.py's problem dicts: task_id, prompt, tests, code_prefix, and optionally a
-    reference {reasoning, code}), appended to `out` one flushed line at a time; every problem that yields no record,
-    and every malformed teacher reply given up on, goes to `failures_out` with the reason. Problems found in either
+    reference {reasoning, code}; or, with task "math", an answer and optionally a reference {reasoning, answer},
+    checked with evaluate.py's answer checker instead of the sandbox), appended to `out` one flushed line at a time;
+    every problem that yields no record, and every malformed teacher reply given up on, goes to `failures_out` with
+    the reason. Problems found in either
     file are skipped, so a rerun resumes an interrupted one. Returns the counts the summary prints."""
     failures_out = failures_out or os.path.splitext(out)[0] + ".failures.jsonl"
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -891,7 +1001,8 @@ def synthesize(problems, teacher, out, failures_out=None, seed=0, chunk=32, max_
         elif p["task_id"] in done:
             counts["already done"] += 1
         else:
-            tests = {"base": p["tests"]} if "type" in p["tests"] else p["tests"]  # one spec: one test group
+            tests = p.get("tests") or {}
+            tests = {"base": tests} if "type" in tests else tests  # one spec: one test group
             todo.append(dict(p, code_prefix=p.get("code_prefix", ""), tests=tests))
         seen.update((p["task_id"], p["prompt"]))
     exec_args = dict(timeout=exec_timeout, workers=exec_workers, memory_mb=exec_memory_mb)
@@ -1061,6 +1172,85 @@ def toy_tasks(seed=0, per_template=5, heldout_fraction=0.2):
             ks = [(a, b) for a in (range(1, 10) if "{k}" in TOY_FILTERS[triple[0]][0] else [0])
                   for b in (range(1, 10) if "{k}" in TOY_MAPS[triple[1]][0] else [0])]
             tasks += [toy_task(triple, a, b, rng) for a, b in rng.sample(ks, min(per_template, len(ks)))]
+        split.append(tasks)
+    return split[0], split[1]
+
+
+# -----------------------------------------------------------------------------
+# Toy math: arithmetic word problems, the toy world of the paper's math experiment (grpo.py --toy-task math)
+#
+# A template is a chain of 2 or 3 operations applied to a starting amount, with its numbers:
+#     "Ann has 6 marbles. Then Ann finds 3 more. Then Ann splits them into 3 equal piles and keeps one pile.
+#      How many marbles does Ann have now?"
+#     reasoning: "Ann starts with 6 marbles.\nFinds 3 more: 6 + 3 = 9.\nOne of 3 equal piles: 9 / 3 = 3.\n
+#                 So Ann has 3 marbles."   answer: \boxed{3}
+# Numbers stay small (every amount 1..20, steps of 1..6, factors 2..3), so a model of a few million parameters can
+# learn the arithmetic; held out by chain, so that held-out problems are orders of operations never trained on.
+
+TOY_MATH_OPS = {  # name: (story sentence, reasoning step, Python meaning; None where the step is not allowed)
+    "add": ("Then {name} finds {k} more.", "Finds {k} more: {a} + {k} = {b}.", lambda a, k: a + k),
+    "sub": ("Then {name} loses {k}.", "Loses {k}: {a} - {k} = {b}.", lambda a, k: a - k),
+    "mul": ("Then {name}'s pile grows to {k} times its size.", "{k} times as many: {a} * {k} = {b}.",
+            lambda a, k: a * k),
+    "div": ("Then {name} splits them into {k} equal piles and keeps one pile.", "One of {k} equal piles: "
+            "{a} / {k} = {b}.", lambda a, k: a // k if a % k == 0 else None),
+}
+TOY_MATH_STEPS = {"add": range(1, 7), "sub": range(1, 7), "mul": (2, 3), "div": (2, 3)}
+TOY_MATH_NAMES = ["Ann", "Ben", "Cal", "Dee", "Eve", "Finn", "Gus", "Hana"]
+TOY_MATH_ITEMS = ["apples", "marbles", "coins", "cards", "stickers", "shells"]
+
+
+def toy_math_templates(seed=0, heldout_fraction=0.2):
+    """(train, held-out) operation chains of length 2 and 3; a held-out chain's operations all appear in at least 3
+    training chains."""
+    chains = [c for n in (2, 3) for c in itertools.product(TOY_MATH_OPS, repeat=n)]
+    random.Random(f"toy-math-templates:{seed}").shuffle(chains)
+    heldout, wanted = [], round(heldout_fraction * len(chains))
+    for chain in chains:
+        train_left = [c for c in chains if c not in heldout and c != chain]
+        if len(heldout) < wanted and all(sum(op in c for c in train_left) >= 3 for op in chain):
+            heldout.append(chain)
+    return [c for c in chains if c not in heldout], heldout
+
+
+def toy_math_values(chain, start, ks):
+    """The amounts after each step, or None when a step leaves 1..20 or a division is not exact."""
+    values = [start]
+    for op, k in zip(chain, ks):
+        b = TOY_MATH_OPS[op][2](values[-1], k)
+        if b is None or not 1 <= b <= 20:
+            return None
+        values.append(b)
+    return values
+
+
+def toy_math_task(chain, start, ks, rng):
+    name, items = rng.choice(TOY_MATH_NAMES), rng.choice(TOY_MATH_ITEMS)
+    values = toy_math_values(chain, start, ks)
+    story = [f"{name} has {start} {items}."] + [TOY_MATH_OPS[op][0].format(name=name, k=k) for op, k in zip(chain, ks)]
+    steps = [f"{name} starts with {start} {items}."] + [
+        TOY_MATH_OPS[op][1].format(k=k, a=a, b=b) for op, k, a, b in zip(chain, ks, values, values[1:])]
+    answer = str(values[-1])
+    return {"task_id": f"toymath/{'-'.join(chain)}/{start}-{'-'.join(map(str, ks))}", "task": "math",
+            "prompt": " ".join(story) + f" How many {items} does {name} have now?\n", "answer": answer,
+            "template": "-".join(chain),
+            "reference": {"reasoning": "\n".join(steps + [f"So {name} has {answer} {items}."]), "answer": answer}}
+
+
+def toy_math_tasks(seed=0, per_template=5, heldout_fraction=0.2):
+    """The toy math world's problems, deterministic from the seed: (train, held_out), up to `per_template` tasks per
+    chain, each with its own numbers (starting amounts 2..9)."""
+    train_chains, heldout_chains = toy_math_templates(seed, heldout_fraction)
+    rng = random.Random(f"toy-math-tasks:{seed}")
+    split = []
+    for chains in (train_chains, heldout_chains):
+        tasks = []
+        for chain in chains:
+            options = [(start, ks) for start in range(2, 10)
+                       for ks in itertools.product(*(TOY_MATH_STEPS[op] for op in chain))
+                       if toy_math_values(chain, start, ks)]
+            tasks += [toy_math_task(chain, start, ks, rng) for start, ks in rng.sample(options, min(per_template,
+                                                                                                     len(options)))]
         split.append(tasks)
     return split[0], split[1]
 

@@ -111,6 +111,18 @@ def test_solution_from_output_adds_prompt_imports():
     ("18 \\text{ dollars}", "18"), ("1.6 \\mathrm{~cm}", "1.6"), ("4.5 \\times 10^{33}", "4.5e33"),
     ("x = 5", "5"), ("90^\\circ", "90"), ("50\\%", "50"), ("\\$18", "18"), ("3, 2", "2,3"), ("(1,2]", "(1, 2]"),
     ("2\\sqrt{3}", "\\sqrt{12}"), ("033", "33"), ("\\boxed{7}", "7"), ("-3", "-3.0"),
+    # fractions and decimals, \\frac / \\dfrac / a/b, signs
+    ("\\frac{-3}{4}", "-0.75"), ("-3/4", "-\\frac34"), ("\\tfrac{3}{4}", "0.75"),
+    ("\\frac{\\sqrt{3}}{2}", "\\frac{1}{2}\\sqrt{3}"),
+    ("\u22127", "-7"), ("\\frac{1}{2}x", "x/2"), ("x^2+1", "1+x^2"),
+    # units, degrees, trailing zeros, thousands separators, dollars
+    ("10 \\text{cm}^2", "10"), ("10\\,\\text{m}", "10"), ("30^{\\circ}", "30"), ("30\u00b0", "30"), ("5.0", "5"),
+    ("2.500", "2.5"), ("1{,}000", "1000"), ("\\$1,000.00", "1000"), ("1,000,000", "10^6"), ("1.5\\times10^{3}", "1500"),
+    # \\text / \\mathbf wrappers, a choice or a number in parentheses (AIME solutions write \\textbf{(55) })
+    ("\\text{(C)}", "C"), ("\\mathbf{127}", "127"), ("\\textbf{(55) }", "055"), ("\\text{Monday}", "Monday"),
+    # tuples, intervals and sets
+    ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\frac{\\pi}{2})"), ("(-\\infty, 3]", "(-\\infty,3]"),
+    ("\\{1,2\\}", "\\{2,1\\}"),
 ])
 def test_math_answers_match(pred, gold):
     assert E.math_answers_match(pred, gold)
@@ -119,6 +131,8 @@ def test_math_answers_match(pred, gold):
 @pytest.mark.parametrize("pred, gold", [
     ("7", "8"), ("-3", "3"), ("1.6", "1.7"), ("2,3", "2,4"), ("(1,2)", "(1,2]"), (None, "1"), ("", "0"),
     ("\\sqrt{2}", "1.41"), ("__import__('os').system('true')", "0"),
+    ("100000", "100001"), ("1,2", "12"), ("1,000", "1"), ("2.5", "25"), ("0.33", "\\frac{1}{3}"), ("(1,2)", "(2,1)"),
+    ("\\{1,2\\}", "\\{1,3\\}"), ("x^2+1", "x^2-1"), ("3", "3\\sqrt2"), ("-\\frac{3}{4}", "\\frac{3}{4}"),
 ])
 def test_math_answers_differ(pred, gold):
     assert not E.math_answers_match(pred, gold)
@@ -132,6 +146,12 @@ def test_math_extraction():
     assert E.score_math("<think>2 or 3</think><answer>\\boxed{2} and \\boxed{3}</answer>", "2, 3")
     assert E.score_math("the answer is \\boxed{1200}", "1200")
     assert not E.score_math("the answer is 1200", "1200")             # no boxed or #### answer: not credited
+    # several boxes: the last one counts (or all of them together, as a list)
+    assert E.score_math("first \\boxed{3}, then fixed: \\boxed{4}", "4")
+    assert not E.score_math("first \\boxed{3}, then fixed: \\boxed{4}", "3")
+    assert E.score_math("<think>maybe \\boxed{1}</think><answer>\\boxed{2}</answer>", "2")  # <answer> wins
+    assert E.score_math("\\boxed{\\frac{1}{\\sqrt{2}}}", "\\frac{\\sqrt2}{2}")                # nested braces
+    assert E.score_math("\\boxed{{5}}", "5") and E.score_math("\\boxed{ 5 }", "5")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -212,6 +232,20 @@ def test_bigcodebench_loader_skips_missing_libraries():
     assert ok["prompt"].startswith(E.CODE_INSTRUCTION) and "Return the area" in ok["prompt"]
     complete = E.load_benchmark("bigcodebench", str(FIX / "bigcodebench.jsonl"), split="complete")[0][0]
     assert '"""' in complete["prompt"]
+
+
+def test_mbpp_train_and_validation_splits(tmp_path):
+    rows = [{"task_id": t, "text": f"task {t}", "code": "def f():\n    return 1", "test_list": ["assert f() == 1"],
+             "test_setup_code": "", "challenge_test_list": []} for t in (3, 11, 510, 511, 600, 601, 974)]
+    data = tmp_path / "mbpp.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ids = {name: [p["task_id"] for p in E.load_benchmark(name, str(data))[0]]
+           for name in ("mbpp", "mbpp-train", "mbpp-validation")}
+    assert ids == {"mbpp": ["Mbpp/11", "Mbpp/510"], "mbpp-train": ["Mbpp/601", "Mbpp/974"],
+                   "mbpp-validation": ["Mbpp/511", "Mbpp/600"]}
+    import grpo  # grpo.py --data mbpp.jsonl --data-benchmark mbpp-train trains on the train split
+    problems = grpo.load_problems([str(data)], "mbpp-train")
+    assert [p["task_id"] for p in problems] == ["Mbpp/601", "Mbpp/974"] and {p["task"] for p in problems} == {"code"}
 
 
 def test_math_loaders_read_gold_answers():
@@ -326,6 +360,35 @@ def test_math_scoring(tmp_path):
     ])
     assert res["tasks"]["0"]["base"] == 1 and res["tasks"]["1"]["base"] == 0
     assert res["scores"]["all"]["pass@1"]["base"] == 0.5
+
+
+def test_several_benchmarks_print_each_and_their_unweighted_mean(tmp_path, capsys):
+    gsm8k = write_samples(tmp_path / "g.jsonl", [{"task_id": "0", "completion": "\\boxed{1200}"},
+                                                 {"task_id": "1", "completion": "\\boxed{4}"}])
+    aime = write_samples(tmp_path / "a.jsonl", [{"task_id": "60", "completion": "\\boxed{24}"}])
+    res = E.main(["--benchmark", "gsm8k", "aime", "--data", str(FIX / "gsm8k.jsonl"), str(FIX / "aime.jsonl"),
+                  "--samples", str(gsm8k), str(aime), "--out", str(tmp_path / "both")])
+    assert res["pass1"] == {"gsm8k": 0.5, "aime": 1.0} and res["mean"] == 0.75  # not 2/3: unweighted by size
+    assert "mean (unweighted)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "both" / "summary.json").read_text())["mean"] == 0.75
+    assert (tmp_path / "both" / "aime" / "results.json").exists()
+    assert [c.benchmark for c in E.parse_args(["--benchmark", "math-paper", "--canonical-only"]).runs] == \
+        ["math500", "minerva", "aime"]
+    with pytest.raises(SystemExit):  # one --data per benchmark
+        E.parse_args(["--benchmark", "gsm8k", "aime", "--data", str(FIX / "gsm8k.jsonl"), "--canonical-only"])
+
+
+def test_math_oracle_scores_the_worked_solutions(tmp_path):
+    """--canonical-only on math: each dataset's worked solution through the checker against the loader's gold."""
+    res = E.main(["--benchmark", "gsm8k", "math500", "minerva", "--data", str(FIX / "gsm8k.jsonl"),
+                  str(FIX / "math500.jsonl"), str(FIX / "minerva.jsonl"), "--canonical-only", "--out", str(tmp_path)])
+    assert res["pass1"] == {"gsm8k": 1.0, "math500": 1.0, "minerva": 1.0}
+    rows = [json.loads(line) for line in (FIX / "gsm8k.jsonl").read_text().splitlines()]
+    rows[1]["answer"] = rows[1]["answer"].replace("= 5.", "= 6.").replace("#### 5", "#### 6") + "\nso \\boxed{5}"
+    bad = tmp_path / "gsm8k-bad.jsonl"
+    bad.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = E.main(["--benchmark", "gsm8k", "--data", str(bad), "--canonical-only", "--out", str(tmp_path / "bad")])
+    assert res["canonical"]["failed"] == {"base": ["1"]} and res["flags"]
 
 
 def test_canonical_gate_flags_a_broken_scorer(tmp_path):

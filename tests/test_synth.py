@@ -28,9 +28,9 @@ from transformers import PreTrainedTokenizerFast
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from synth import (DEGRADATIONS, TOY_DIGRESSIONS, TOY_FALSE_FACTS, TOY_LEAPS, TOY_SWAPS, HTTPTeacher,  # noqa: E402
-                   LocalTeacher, Sample, TeacherError, ToyTeacher, eos_token_ids, format_prompt, generate,
-                   lcb_rb_pairs, load_model, main, make_request, parse_solution, split_steps, synthesize, tiny_model,
-                   train_tiny_tokenizer)
+                   LocalTeacher, MalformedReply, Sample, TeacherError, ToyTeacher, eos_token_ids, format_prompt,
+                   generate, lcb_rb_pairs, load_model, main, make_request, parse_solution, split_steps, synthesize,
+                   tiny_model, train_tiny_tokenizer)
 
 CORPUS = [
     "def add(a, b):\n    return a + b\n",
@@ -599,6 +599,96 @@ def test_crpl_command_line_writes_what_reward_py_reads(tmp_path, capsys):
     assert len(groups) == 6 and all(len(g.pairs) == 3 and len(g.texts) == 3 for g in groups)
     main(["crpl", "--problems", str(problems), "--teacher", "toy", "--out", str(out)])
     assert "already done: 6" in capsys.readouterr().out and read_rows(out) == rows
+
+
+MATH_PROBLEMS = [dict(task_id=f"m{i}", task="math", prompt=f"Ann has {a} apples and finds {b} more. How many now?",
+                      answer=str(a + b), tests={},
+                      reference={"reasoning": f"Ann starts with {a} apples.\nFinds {b} more: {a} + {b} = {a + b}.\n"
+                                              f"So Ann has {a + b} apples.", "answer": str(a + b)})
+                 for i, (a, b) in enumerate([(2, 3), (4, 5), (6, 1), (7, 2), (3, 3), (5, 8)])]
+
+
+def math_reply(reasoning, answer):
+    return f"<think>\n{reasoning}\n</think>\n<answer>\n\\boxed{{{answer}}}\n</answer>"
+
+
+def test_math_teacher_prompts_say_math_and_parse_boxed_answers():
+    p = MATH_PROBLEMS[0]
+    solve = make_request("solve", p)
+    assert "\\boxed" in solve["system"] and "```python" not in solve["system"]
+    for kind, dimension in (("optimize", None), ("degrade", "factual accuracy")):
+        request = make_request(kind, p, p["reference"], dimension)
+        text = request["user"]
+        assert "math problem" in text and "Final answer: \\boxed{5}" in text and p["reference"]["reasoning"] in text
+        assert not re.search(r"\b(code|python|programming)\b", text, re.I)
+    assert "calculation" in make_request("degrade", p, p["reference"], "factual accuracy")["user"]
+    request = make_request("optimize", p, p["reference"])
+    parsed = parse_solution(math_reply("steps", "\\frac{1}{2}"), request)
+    assert parsed == {"reasoning": "steps", "answer": "\\frac{1}{2}"}
+    for bad in ("<think>steps</think><answer>5</answer>", "<think>steps</think><answer>\\boxed{}</answer>",
+                "<answer>\\boxed{5}</answer>"):
+        with pytest.raises(MalformedReply):
+            parse_solution(bad, request)
+
+
+def test_toy_teacher_math_variants_keep_the_answer_and_use_math_phrases():
+    from synth import TOY_MATH_DIGRESSIONS, TOY_MATH_FALSE_FACTS, TOY_MATH_LEAPS, toy_math_tasks
+    train, _ = toy_math_tasks(seed=0, per_template=1)
+    for p in train[:12]:
+        reference = p["reference"]
+        steps, _ = split_steps(reference["reasoning"])
+        optimized = parse_solution(ToyTeacher(seed=1)([make_request("optimize", p, reference)])[0],
+                                   {"task": "math"})
+        new_steps, _ = split_steps(optimized["reasoning"])
+        assert optimized["answer"] == p["answer"]
+        assert [s.split(": ", 1)[1] for s in new_steps if s.startswith("Step ")] == steps
+        assert new_steps[0].startswith("Goal: How many") and any(s.startswith("Check:") for s in new_steps)
+        for dimension in DEGRADATIONS:
+            request = make_request("degrade", p, reference, dimension)
+            reply = ToyTeacher(seed=1)([request])[0]
+            assert ToyTeacher(seed=1)([request])[0] == reply
+            degraded = parse_solution(reply, request)
+            assert degraded["answer"] == p["answer"] and degraded["reasoning"] != reference["reasoning"]
+            added = [s for s in split_steps(degraded["reasoning"])[0] if s not in steps]
+            code_phrases = set(TOY_FALSE_FACTS + TOY_LEAPS + TOY_DIGRESSIONS)
+            assert not code_phrases & set(added)  # no Python facts in a math reasoning
+            if dimension == "coherence":
+                assert len(added) == 1 and added[0] in TOY_MATH_DIGRESSIONS
+            elif dimension == "logical rigor":
+                assert len(added) == 1 and added[0] in TOY_MATH_LEAPS
+            else:  # numbers changed (an arithmetic error), or a false fact where there is no number
+                assert any(re.search(r"\d", s) for s in added) or added[0] in TOY_MATH_FALSE_FACTS
+
+
+def test_math_filter_checks_final_answers_not_code(tmp_path):
+    from reward import read_groups
+    problems = [dict(p) for p in MATH_PROBLEMS]
+    problems[0]["reference"] = dict(problems[0]["reference"], answer="6")  # the original reaches a wrong answer
+
+    def reply(request):
+        if request["id"] == "m1" and request["kind"] == "optimize":
+            return math_reply("A cleaner reasoning.", "10")                   # changes the answer: dropped
+        if request["id"] == "m2" and request["kind"] == "optimize":
+            return math_reply("A cleaner reasoning.", "\\frac{14}{2}")       # the same answer, written otherwise
+        if request["kind"] == "degrade":
+            return math_reply(f"A worse reasoning of {request['id']}.", "99")  # degraded answers are not checked
+        return math_reply(f"A better reasoning of {request['id']}.", request["answer"])
+
+    teacher = ScriptedTeacher(reply)
+    out = tmp_path / "crpl.jsonl"
+    counts = synthesize(problems, teacher, str(out))
+    assert "m0" not in {r["id"] for r in teacher.requests}
+    assert counts["original gets a wrong answer"] == 1 and counts["optimized gets a wrong answer"] == 1
+    assert counts["records written"] == 5
+    records = {r["id"]: r for r in read_rows(out)}
+    assert records["m1"]["optimized"] is None and records["m1"]["pairs"] == ["original>degraded"]
+    assert records["m2"]["optimized"] == {"reasoning": "A cleaner reasoning.", "answer": "\\frac{14}{2}"}
+    assert records["m3"]["original"] == {"reasoning": MATH_PROBLEMS[3]["reference"]["reasoning"], "answer": "9"}
+    assert all(set(v) == {"reasoning", "answer"} for r in records.values() for v in
+               (r["original"], r["optimized"], r["degraded"]) if v)
+    groups = read_groups([str(out)])  # reward.py trains on these records unchanged
+    assert len(groups) == 5 and all(code is None for g in groups for _, code in g.texts)
+    assert sum(len(g.pairs) for g in groups) == 3 * 4 + 1
 
 
 def test_local_teacher_replies_that_are_not_recode_format_become_failures(tokenizer, tmp_path):
