@@ -1100,7 +1100,7 @@ def train(args):
 #   the policy switches to it (R_proc and reasoning length jump, pass rate falls); gated, only passing samples earn it.
 
 TOY = dict(
-    tasks_per_template=5, heldout_fraction=0.2, sft_fraction=0.5, sft_optimized_fraction=0.25, sft_slip_fraction=0.7,
+    tasks_per_template=5, heldout_fraction=0.2, sft_fraction=0.5, sft_optimized_fraction=0.25, sft_slip_fraction=0.6,
     eval_samples=8, vocab_size=512,
     model=dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
                num_key_value_heads=2),
