@@ -1300,7 +1300,9 @@ def toy_world(args):
     rank, world, device = setup_distributed()
     master = rank == 0
     print0 = print if master else (lambda *a, **k: None)
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    # the model is tiny, and a busy CPU makes more threads than free cores stall each other (steps 10x slower):
+    # OMP_NUM_THREADS=1 is the setting for a shared machine
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 0) or max(1, (os.cpu_count() or 1) // world))
     torch.set_flush_denormal(True)  # tiny gradients and Adam states turn subnormal on CPU: steps slow down 20x
     cfg, out = toy_settings(args), args.out
     os.makedirs(out, exist_ok=True)
