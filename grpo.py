@@ -41,6 +41,7 @@ Face layout, loadable by transformers and vLLM, plus optimizer/scheduler/RNG/dat
 Tests and benchmark:
     python -m pytest -q tests/test_grpo.py tests/test_toy.py
     python bench/bench_grpo.py              # seconds per step, this file vs TRL's GRPOTrainer (needs trl==1.16.0)
+    python bench/gpu_check.py               # the CUDA path (bf16, NCCL, FSDP2 and DDP): s/step and peak memory
 """
 
 import argparse
