@@ -1301,9 +1301,10 @@ def toy_world(args):
     rank, world, device = setup_distributed()
     master = rank == 0
     print0 = print if master else (lambda *a, **k: None)
-    # the model is tiny, and a busy CPU makes more threads than free cores stall each other (steps 10x slower):
-    # OMP_NUM_THREADS=1 is the setting for a shared machine
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 0) or max(1, (os.cpu_count() or 1) // world))
+    # one thread per rank: the table is then bit-reproducible (with several threads some training kernels sum in a
+    # schedule-dependent order, and RL amplifies a last-bit difference into a different run), the model is too
+    # tiny to gain much from more, and on a busy CPU more threads than free cores stall each other (10x slower)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 0) or 1)
     torch.set_flush_denormal(True)  # tiny gradients and Adam states turn subnormal on CPU: steps slow down 20x
     cfg, out = toy_settings(args), args.out
     os.makedirs(out, exist_ok=True)
