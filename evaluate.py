@@ -84,7 +84,7 @@ LCB_SHARDS = ["test.jsonl", "test2.jsonl", "test3.jsonl", "test4.jsonl", "test5.
 BENCHMARKS = {
     "humaneval":     dict(family="humaneval", timeout=3.0, memory_mb=2048),
     "humaneval+":    dict(family="evalplus", timeout=4.0, memory_mb=4096),
-    "mbpp":          dict(family="mbpp", timeout=10.0, memory_mb=2048),
+    "mbpp":          dict(family="mbpp", timeout=10.0, memory_mb=2048, split=(11, 510)),
     # MBPP's other splits, from the same file (task_id ranges of the original release): to train and tune on
     "mbpp-train":    dict(family="mbpp", timeout=10.0, memory_mb=2048, source="mbpp", split=(601, 974)),
     "mbpp-validation": dict(family="mbpp", timeout=10.0, memory_mb=2048, source="mbpp", split=(511, 600)),
@@ -203,7 +203,7 @@ def load_humaneval(rows):
                     entry_point=r["entry_point"]) for r in rows]
 
 
-def load_mbpp(rows, split=(11, 510)):
+def load_mbpp(rows, split):
     """split: the task_id range kept; the default is the 500-problem test split (train 601-974, validation
     511-600, few-shot prompts 1-10)."""
     out = []
@@ -520,7 +520,7 @@ def load_benchmark(name, data_path=None, split="instruct", subset="full", lcb_ve
         elif family == "evalplus":
             problems = load_evalplus(rows, name, info[0]["sha256"], workers)
         elif family == "mbpp":
-            problems = load_mbpp(rows, *[BENCHMARKS[name]["split"]] if "split" in BENCHMARKS[name] else [])
+            problems = load_mbpp(rows, BENCHMARKS[name]["split"])
         elif family == "lcb":
             problems = load_lcb(rows, start_date, end_date)
         elif family == "bcb":
@@ -1061,7 +1061,7 @@ def main(argv=None):
         print(f"{name:<16}{r['counts']['tasks']:>7}" + (f"{100 * scores[name]:>9.1f}" if scores[name] is not None
                                                          else f"{'-':>9}"))
     print(f"{'mean (unweighted)':<23}" + (f"{100 * mean:>9.1f}" if mean is not None else f"{'-':>9}"))
-    summary = dict(benchmarks=every, pass1={k: v for k, v in scores.items()}, mean=mean)
+    summary = dict(benchmarks=every, pass1=scores, mean=mean)
     (cfg.out / "summary.json").write_text(json.dumps(dict(summary, benchmarks=list(every)), indent=1))
     print(f"wrote {cfg.out / 'summary.json'}")
     return summary

@@ -865,15 +865,16 @@ def code_status(problems, codes, timeout=3.0, workers=None, memory_mb=2048, prog
 
 
 def solution_status(problems, solutions, **exec_args):
-    """'passed' when a solution is right: its code passes every test (code_status), or its final answer matches the
-    gold one under evaluate.py's checker (math); else why not."""
-    status = [None if p.get("task") == "math" else "" for p in problems]
-    code = [i for i, st in enumerate(status) if st is not None]
-    for i, st in zip(code, code_status([problems[i] for i in code], [solutions[i]["code"] for i in code], **exec_args)
-                     if code else []):
-        status[i] = st
-    return [st if st is not None else "passed" if math_answers_match(sol["answer"], p["answer"]) else "wrong answer"
-            for p, sol, st in zip(problems, solutions, status)]
+    """'passed' when a solution is right: its final answer matches the gold one under evaluate.py's checker (math),
+    or its code passes every test (code_status); else why not."""
+    status = [("passed" if math_answers_match(sol["answer"], p["answer"]) else "wrong answer")
+              if p.get("task") == "math" else None for p, sol in zip(problems, solutions)]
+    code = [i for i, st in enumerate(status) if st is None]
+    if code:
+        for i, st in zip(code, code_status([problems[i] for i in code], [solutions[i]["code"] for i in code],
+                                           **exec_args)):
+            status[i] = st
+    return status
 
 
 def reference_solution(problem):
@@ -989,8 +990,8 @@ def synthesize(problems, teacher, out, failures_out=None, seed=0, chunk=32, max_
     reference {reasoning, code}; or, with task "math", an answer and optionally a reference {reasoning, answer},
     checked with evaluate.py's answer checker instead of the sandbox), appended to `out` one flushed line at a time;
     every problem that yields no record, and every malformed teacher reply given up on, goes to `failures_out` with
-    the reason. Problems found in either
-    file are skipped, so a rerun resumes an interrupted one. Returns the counts the summary prints."""
+    the reason. Problems found in either file are skipped, so a rerun resumes an interrupted one. Returns the counts
+    the summary prints."""
     failures_out = failures_out or os.path.splitext(out)[0] + ".failures.jsonl"
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     done = finished_ids(out) | finished_ids(failures_out)

@@ -17,6 +17,7 @@ completion passes and almost every one runs to --max-new-tokens: the timings are
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -80,6 +81,7 @@ rows = []
 for run in args.runs:
     parallel, mode = run.split(":")
     out = work / f"run_{parallel}_{mode}"
+    shutil.rmtree(out, ignore_errors=True)  # a fresh run each time: grpo.py refuses a run folder with checkpoints
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", str(ROOT / "grpo.py"),
            "--model", str(work / "policy"), "--data", str(work / "train.jsonl"), "--reward", mode,
            "--reward-model", str(work / "rm"), "--parallel", parallel, "--batch-size", str(args.batch_size),
@@ -88,8 +90,7 @@ for run in args.runs:
            "--prompt-format", "raw", "--lr", "1e-6", "--out", str(out)] + (["--proc-all"] if mode != "outcome" else [])
     if args.device == "cpu":
         cmd += ["--precision", "fp32"]
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="0") if args.device == "cuda" else dict(os.environ,
-                                                                                      CUDA_VISIBLE_DEVICES="")
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="0" if args.device == "cuda" else "")
     print("\n$ " + " ".join(cmd), flush=True)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env)
@@ -101,10 +102,10 @@ for run in args.runs:
         logged = [json.loads(line) for line in f if line.strip()]
     timed = logged[1:] or logged  # the first step carries the warm-up (allocator, kernels, sandbox start)
     mean = lambda key: sum(m.get(key) or 0.0 for m in timed) / len(timed)
+    peak = max(m.get("peak_mem_gib") or 0.0 for m in logged)
     rows.append(f"{run:<14} step {mean('step_time'):6.2f}s (generate {mean('gen_time'):6.2f}, reward "
                 f"{mean('reward_time'):5.2f}, update {mean('train_time'):5.2f})  {mean('tokens_per_s'):8.0f} tok/s  "
-                f"completion {mean('completion_len'):5.0f} tok  peak {max(m.get('peak_mem_gib') or 0 for m in logged):5.1f}"
-                f" GiB  (whole run {wall:.0f}s)")
+                f"completion {mean('completion_len'):5.0f} tok  peak {peak:5.1f} GiB  (whole run {wall:.0f}s)")
 
 print(f"\npolicy {args.shape}, reward model {args.rm_shape}, {args.batch_size} completions x up to "
       f"{args.max_new_tokens} tokens, {torch.cuda.get_device_name() if args.device == 'cuda' else 'CPU'}:")
