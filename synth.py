@@ -75,6 +75,8 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 from transformers.cache_utils import DynamicCache, DynamicLayer
@@ -194,6 +196,84 @@ def new_cache(model, capacity):
     return cache
 
 
+# Decoder families whose layers are exactly: RMSNorm, attention (q/k/v/o projections, rotary embeddings, optional
+# q/k RMSNorm, grouped-query heads), RMSNorm, gated MLP. Their one-token decode step is written out below.
+PLAIN_DECODERS = {"llama", "qwen2", "qwen3", "mistral"}
+
+
+def rms_norm(norm, x):
+    # transformers' formula, op for op
+    normed = x.float()
+    normed = normed * torch.rsqrt(normed.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+    return norm.weight * normed.to(x.dtype)
+
+
+def rotary_tables(model, capacity):
+    """cos and sin of every position, made by the model's own rotary module (so any rope scaling is honoured), with
+    rotate_half's sign folded into sin: rope(x) = x * cos + x.roll(half) * sin, three kernels instead of six."""
+    embed = model.get_input_embeddings().weight
+    cos, sin = (t[0] for t in model.model.rotary_emb(embed[:1], torch.arange(capacity, device=embed.device)[None]))
+    half = sin.shape[-1] // 2
+    return cos, torch.cat((-sin[:, :half], sin[:, half:]), -1)
+
+
+def fast_decode_step(model, cache, capacity):
+    """A function (tokens, positions, attention mask) -> next-token logits that runs one decode step of a plain decoder
+    (PLAIN_DECODERS) straight from its weights, writing into the preallocated cache; None for any other model.
+    The model's own forward spends most of a small step in Python: module calls, output records, mask and rotary
+    tables rebuilt per call. Here the rotary tables are built once and each step is the bare tensor ops. The result
+    equals the model's forward up to float rounding (tests: 1e-5 in fp32). Attention is transformers' eager formula
+    (softmax in fp32); the grouped-query heads are a view, not a copy."""
+    inner = getattr(model, "model", None)
+    head, embed = model.get_output_embeddings(), model.get_input_embeddings()
+    if (model.config.model_type not in PLAIN_DECODERS or type(head) is not nn.Linear or type(embed) is not nn.Embedding
+            or not all(isinstance(layer, PreallocatedLayer) for layer in cache.layers)
+            or getattr(model.config, "final_logit_softcapping", None) or is_sharded(model)
+            or any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())):
+        return None
+    for layer in inner.layers:
+        attn = layer.self_attn
+        if not all(type(getattr(module, name)) is nn.Linear for module, names in
+                   [(attn, ("q_proj", "k_proj", "v_proj", "o_proj")), (layer.mlp, ("gate_proj", "up_proj", "down_proj"))]
+                   for name in names):
+            return None  # quantized or otherwise custom layers: the model's own forward knows how to run them
+    cos_table, sin_table = rotary_tables(model, capacity)
+    if cos_table.shape[-1] != inner.layers[0].self_attn.head_dim:  # partial rotary: not these families' layout
+        return None
+    scaling = inner.layers[0].self_attn.scaling  # folded into the queries' rotation: one kernel less per layer
+    half = cos_table.shape[-1] // 2
+    scores_dtype = embed.weight.dtype
+
+    def step(tokens, position, attention):
+        x = F.embedding(tokens, embed.weight)
+        cos, sin = cos_table[position][:, None], sin_table[position][:, None]  # (rows, 1, head_dim)
+        q_cos, q_sin = cos * scaling, sin * scaling
+        # the left padding as an additive bias (rows, kv heads, heads per kv head, keys): a third of masked_fill's time
+        bias = torch.zeros(attention.shape, dtype=scores_dtype, device=attention.device)
+        bias = bias.masked_fill_(~attention, float("-inf"))[:, None, None, :]
+        for layer, kv in zip(inner.layers, cache.layers):
+            attn, mlp = layer.self_attn, layer.mlp
+            h = rms_norm(layer.input_layernorm, x)
+            q = F.linear(h, attn.q_proj.weight, attn.q_proj.bias).unflatten(-1, (-1, attn.head_dim))
+            k = F.linear(h, attn.k_proj.weight, attn.k_proj.bias).unflatten(-1, (-1, attn.head_dim))
+            v = F.linear(h, attn.v_proj.weight, attn.v_proj.bias).unflatten(-1, (-1, attn.head_dim))
+            if hasattr(attn, "q_norm"):  # qwen3
+                q, k = rms_norm(attn.q_norm, q), rms_norm(attn.k_norm, k)
+            k = torch.addcmul(k * cos, k.roll(half, -1), sin)
+            keys, values = kv.update(k[:, :, None], v[:, :, None])  # (rows, kv heads, keys, head_dim)
+            q = torch.addcmul(q * q_cos, q.roll(half, -1), q_sin)
+            q = q.unflatten(1, (keys.shape[1], -1))  # query head i reads kv head i // (heads per kv head)
+            probs = (torch.matmul(q, keys.transpose(2, 3)) + bias).softmax(-1, dtype=torch.float32).to(values.dtype)
+            x = x + F.linear(torch.matmul(probs, values).flatten(1), attn.o_proj.weight, attn.o_proj.bias)
+            h = rms_norm(layer.post_attention_layernorm, x)
+            gate = mlp.act_fn(F.linear(h, mlp.gate_proj.weight, mlp.gate_proj.bias))
+            x = x + F.linear(gate * F.linear(h, mlp.up_proj.weight, mlp.up_proj.bias), mlp.down_proj.weight,
+                             mlp.down_proj.bias)
+        return F.linear(rms_norm(inner.norm, x), head.weight, head.bias)
+
+    return step
+
+
 def eos_token_ids(model, tokenizer):
     """Every id that ends a completion: models such as Qwen list several in generation_config."""
     ids = set()
@@ -260,7 +340,7 @@ def is_sharded(model):
 
 @torch.inference_mode()  # not just no_grad: skipping autograd's version and view bookkeeping saves ~10% per step
 def generate(model, tokenizer, prompts, n=1, max_new_tokens=256, temperature=1.0, top_p=1.0, top_k=0, stop=(), seed=0,
-             lockstep=None, sync_every=16):
+             lockstep=None, sync_every=16, fast=True):
     """Sample n completions for each prompt (strings, already formatted). Returns len(prompts) * n Samples,
     prompt-major: sample j of prompt i at index i * n + j. Callers batch prompts to fit memory: the cache holds
     len(prompts) * n rows of (longest prompt + max_new_tokens) tokens.
@@ -268,6 +348,8 @@ def generate(model, tokenizer, prompts, n=1, max_new_tokens=256, temperature=1.0
     lockstep: every rank keeps calling forward (a dummy row once its own rows are done) until all ranks are done,
     which sharded weights (FSDP) need because each forward is a collective; None = on when the model is FSDP-sharded.
     sync_every: the host reads the device (finished rows, stop strings, the lockstep all-reduce) every this many steps.
+    fast: decode steps of a plain decoder (llama, qwen2, qwen3, mistral) run fast_decode_step; False, or any other
+    model, calls the model's own forward at every step. Prefill always runs the model's forward.
     """
     stop = (stop,) if isinstance(stop, str) else tuple(stop)  # stop="\n\n" must not become one stop per character
     if n < 1 or max_new_tokens < 1 or temperature < 0 or not 0 < top_p <= 1 or top_k < 0 or sync_every < 1:
@@ -287,13 +369,13 @@ def generate(model, tokenizer, prompts, n=1, max_new_tokens=256, temperature=1.0
     model.eval()  # no dropout while sampling; the caller's mode is restored below
     try:
         return _generate(model, tokenizer, list(prompts), n, max_new_tokens, temperature, top_p, top_k, stop, seed,
-                         lockstep, sync_every)
+                         lockstep, sync_every, fast)
     finally:
         model.train(was_training)
 
 
 def _generate(model, tokenizer, prompts, n, max_new_tokens, temperature, top_p, top_k, stop, seed, lockstep,
-              sync_every):
+              sync_every, fast):
     device = next(model.parameters()).device
     forward_args = inspect.signature(model.forward).parameters
     cache_arg = "cache" if "cache" in forward_args else "past_key_values"  # transformers renamed it in 5.x
@@ -332,6 +414,7 @@ def _generate(model, tokenizer, prompts, n, max_new_tokens, temperature, top_p, 
     # which also reads the mask back to the host. Other attention kernels, or sliding layers, get the 2D mask.
     ready_mask = model.config._attn_implementation == "sdpa" and all(
         isinstance(layer, PreallocatedLayer) for layer in cache.layers)
+    fast_step = fast_decode_step(model, cache, prompt_len + max_new_tokens) if fast else None
 
     # Decode. Host-side state per original row; device-side state per row of the current (shrinking) batch.
     rows = list(range(len(source)))
@@ -390,10 +473,13 @@ def _generate(model, tokenizer, prompts, n, max_new_tokens, temperature, top_p, 
 
         if running:
             mask = attention[:, :prompt_len + step]
-            out = model(input_ids=tokens[:, None], attention_mask=mask[:, None, None, :] if ready_mask else mask,
-                        position_ids=(next_position + step - 1)[:, None], use_cache=True, **{cache_arg: cache},
-                        **last_logits_only)
-            logits = out.logits[:, -1]
+            if fast_step:
+                logits = fast_step(tokens, next_position + step - 1, mask)
+            else:
+                out = model(input_ids=tokens[:, None], attention_mask=mask[:, None, None, :] if ready_mask else mask,
+                            position_ids=(next_position + step - 1)[:, None], use_cache=True, **{cache_arg: cache},
+                            **last_logits_only)
+                logits = out.logits[:, -1]
         else:  # lockstep, this rank is done: a forward on a dummy row keeps the other ranks' collectives matched
             model(input_ids=torch.full((1, 1), pad_id, device=device), use_cache=False, **last_logits_only)
 

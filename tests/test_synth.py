@@ -23,10 +23,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import synth  # noqa: E402
 from synth import (DEGRADATIONS, TOY_DIGRESSIONS, TOY_FALSE_FACTS, TOY_LEAPS, TOY_SWAPS, HTTPTeacher,  # noqa: E402
                    LocalTeacher, MalformedReply, Sample, TeacherError, ToyTeacher, eos_token_ids, format_prompt,
                    generate, lcb_rb_pairs, load_model, main, make_request, parse_solution, split_steps, synthesize,
@@ -162,6 +163,62 @@ def test_logprobs_equal_a_fresh_forward_pass(tokenizer, temperature, top_k, top_
         logprobs = (logits / temperature if temperature > 0 else logits).log_softmax(-1)
         expected = logprobs.gather(-1, torch.tensor(sample.token_ids)[:, None]).squeeze(-1)
         torch.testing.assert_close(torch.tensor(sample.logprobs), expected, atol=1e-4, rtol=0)
+
+
+# qwen3 adds RMSNorm on queries and keys; mistral without a sliding window is llama's layout; the llama case uses a
+# rope scaling (llama3) that the fast path must take from the model's own rotary module
+FAST_ARCHS = {"qwen2": {}, "llama": dict(rope_parameters=dict(rope_type="llama3", rope_theta=10000.0, factor=8.0,
+                                                               low_freq_factor=1.0, high_freq_factor=4.0,
+                                                               original_max_position_embeddings=16)),
+              "qwen3": dict(head_dim=16), "mistral": dict(sliding_window=None)}
+
+
+@pytest.mark.parametrize("arch", FAST_ARCHS)
+def test_fast_decode_step_matches_the_models_own_forward(tokenizer, arch):
+    """The decode step written out from the weights against the model's forward, step by step: the same greedy
+    tokens, log-probs within 1e-5 (fp32), across left padding, several EOS ids and rows dropped from the batch."""
+    model = tiny_model(tokenizer, arch, initializer_range=0.3, **FAST_ARCHS[arch])
+    cache = synth.new_cache(model, 8)
+    assert synth.fast_decode_step(model, cache, 8) is not None, f"{arch} should take the fast path"
+    settings = dict(n=2, max_new_tokens=24, sync_every=4)
+    first = generate(model, tokenizer, PROMPTS, temperature=0, fast=False, **settings)
+    # more EOS ids, taken from inside completions: rows end at different steps and are dropped from the batch
+    middles = [s.token_ids[len(s.token_ids) // 2] for s in first[::4] if len(s.token_ids) > 4]
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id] + middles
+    for temperature in (0.0, 1.0):
+        fast = generate(model, tokenizer, PROMPTS, temperature=temperature, seed=5, fast=True, **settings)
+        slow = generate(model, tokenizer, PROMPTS, temperature=temperature, seed=5, fast=False, **settings)
+        assert [s.token_ids for s in fast] == [s.token_ids for s in slow]
+        assert temperature or len({len(s.token_ids) for s in fast}) > 1, "rows should end at different steps"
+        for a, b in zip(fast, slow):
+            torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5, rtol=0)
+
+
+def test_fast_decode_step_in_bf16_stays_close(tokenizer):
+    model = tiny_model(tokenizer, "qwen2", initializer_range=0.3, dtype=torch.bfloat16)
+    fast = generate(model, tokenizer, PROMPTS, max_new_tokens=8, temperature=0, fast=True)
+    slow = generate(model, tokenizer, PROMPTS, max_new_tokens=8, temperature=0, fast=False)
+    for a, b in zip(fast, slow):  # bf16 rounds differently in the two orders of operations; the first token agrees
+        assert a.token_ids[0] == b.token_ids[0]
+        assert abs(a.logprobs[0] - b.logprobs[0]) < 0.05
+
+
+def test_models_the_fast_step_cannot_run_use_their_own_forward(tokenizer):
+    """A sliding window, a hooked module (offloading, FSDP), or an architecture outside PLAIN_DECODERS: None, and
+    generate() then calls the model's forward at each step."""
+    sliding = tiny_model(tokenizer, "mistral", sliding_window=4)
+    hooked = tiny_model(tokenizer, "qwen2")
+    hooked.model.layers[0].mlp.register_forward_hook(lambda module, args, out: out * 0.5)
+    gpt2 = AutoModelForCausalLM.from_config(AutoConfig.for_model("gpt2", vocab_size=len(tokenizer), n_embd=32,
+                                                                 n_layer=1, n_head=2))
+    for model in (sliding, hooked, gpt2):
+        assert synth.fast_decode_step(model, synth.new_cache(model, 8), 8) is None
+    # the hook changes the model's output, and generation follows it: the forward was used
+    plain = tiny_model(tokenizer, "qwen2")
+    hooked_out = generate(hooked, tokenizer, PROMPTS, max_new_tokens=6, temperature=0)
+    plain_out = generate(plain, tokenizer, PROMPTS, max_new_tokens=6, temperature=0)
+    assert [s.logprobs for s in hooked_out] != [s.logprobs for s in plain_out]
+    assert generate(gpt2, tokenizer, PROMPTS[:2], max_new_tokens=4, temperature=0)[0].finish_reason in ("eos", "length")
 
 
 def word_level_model():
