@@ -1089,7 +1089,7 @@ def train(args):
 # pass@1 (greedy, and sampled at the training temperature), mean R_proc and mean reasoning length, for the warm
 # start and the three runs. Every stage writes into --out (default runs/toy) and is skipped when its artifact is there.
 #
-# Two properties of the world make the paper's two claims visible, each mirroring a real weakness:
+# Two properties of the world mirror real weaknesses:
 # - The warm start's references are of mixed quality, like scraped solutions: a share (sft_slip_fraction) carries a
 #   slip (>= for "greater than", the other parity) in the reasoning and the code alike, which the tests catch. The
 #   warm start imitates both, so it fails many held-out tasks that it could solve; RL with execution feedback
@@ -1098,7 +1098,8 @@ def train(args):
 #   (numbered steps, edge cases, complexity, a check), so the reward model scores that style near 1 whatever the
 #   reasoning says. A share of the SFT references (sft_optimized_fraction) is in that style, so the policy can write
 #   it, at first less accurately than the plain one. Ungated, R_proc pays for the style even when the code fails and
-#   the policy switches to it (R_proc and reasoning length jump, pass rate falls); gated, only passing samples earn it.
+#   the policy switches to it (R_proc and reasoning length jump, pass rate falls); gated, only passing samples earn
+#   it, which slows the switch but, once the style passes often enough, does not stop it (README: three seeds).
 
 TOY = dict(
     tasks_per_template=5, heldout_fraction=0.2, sft_fraction=0.5, sft_optimized_fraction=0.25, sft_slip_fraction=0.6,

@@ -5,10 +5,12 @@ reasoning variants and LCB-RB pairs.
 Sampling is the first thing the pipeline does and the bulk of a GRPO step's wall time, so it lives here and the other
 stages import it: `from synth import load_model, format_prompt, generate, Sample`.
 
-The engine is a hand-written batched KV-cache loop around the model's own forward (no `model.generate`):
+The engine is a hand-written batched KV-cache loop (no `model.generate`):
 - one prefill per distinct prompt (left-padded into one batch), its KV cache then copied to the n sample rows, so the
   G samples of a GRPO group never recompute their prompt;
 - full-attention layers write into KV buffers preallocated for prompt + completion: no per-step reallocation or copy;
+- for plain decoders (llama, qwen2, qwen3, mistral: most open code models) each decode step is written out from the
+  weights (`fast_decode_step`), skipping transformers' per-call Python; any other model runs its own forward;
 - sampling on the model's device with a seeded torch.Generator (temperature 0 = greedy, top-k, top-p); the log-prob
   returned for each token is log_softmax(logits / T) before top-k/top-p, the number grpo.py trains on;
 - rows finish independently on any EOS id (generation_config and tokenizer) or a stop string; the host looks at the

@@ -1,10 +1,15 @@
 """
 Benchmark: the synth.py generation engine vs transformers' model.generate, on the same random-init model, prompts and
-sampling settings, side by side in one run. Prints generated tokens/s for both and the ratio.
+sampling settings, side by side in one run. Prints generated tokens/s for each and the ratio. The engine runs twice:
+with its fast decode step (the default) and with fast=False (the model's own forward at every step), which shows
+what the written-out step is worth.
 
     python bench/bench_generate.py                        # CPU: random-init ~4M Qwen2, 64 prompts x 8 x 128 tokens
     python bench/bench_generate.py --prompt-tokens 16 64  # shorter prompts (less prefill for model.generate to redo)
     python bench/bench_generate.py --top-p 0.95           # nucleus sampling in both
+    python bench/bench_generate.py --shape tiny --prompts 8 --max-new-tokens 64 --prompt-tokens 16 24 --repeats 5
+                                                          # bench_grpo.py's setting: synth.tiny_model's 2-layer shape,
+                                                          # where a step is mostly fixed per-call overhead
     python bench/bench_generate.py --gpu                  # random-init Qwen2.5-1.5B config, bf16, GPU; also the share
                                                           # of the GPU's memory bandwidth the engine reaches
 
@@ -37,6 +42,8 @@ PEAK_BANDWIDTH = [("H100 PCIe", 2.0e12), ("H100", 3.35e12), ("H200", 4.8e12), ("
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--gpu", action="store_true", help="Qwen2.5-1.5B config, bf16, cuda")
+parser.add_argument("--shape", choices=["cpu", "tiny"], default="cpu",
+                    help="on CPU: a 4-layer 4M model, or synth.tiny_model's default 2-layer shape")
 parser.add_argument("--prompts", type=int, default=64)
 parser.add_argument("-n", type=int, default=8, help="samples per prompt")
 parser.add_argument("--max-new-tokens", type=int, default=128)
@@ -75,7 +82,7 @@ prompt_lengths = [len(tokenizer(p)["input_ids"]) for p in prompts]
 print(f"tokenizer: {len(tokenizer)} tokens; prompts: {len(prompts)}, {min(prompt_lengths)}-{max(prompt_lengths)} "
       f"tokens (mean {sum(prompt_lengths) / len(prompts):.0f})")
 
-shape = QWEN25_15B if args.gpu else dict(TINY_QWEN2, vocab_size=len(tokenizer))
+shape = QWEN25_15B if args.gpu else dict(TINY_QWEN2 if args.shape == "cpu" else {}, vocab_size=len(tokenizer))
 with torch.device(device):
     model = tiny_model(tokenizer, "qwen2", seed=args.seed, dtype=dtype, initializer_range=0.02, **shape)
 n_params = sum(p.numel() for p in model.parameters())
@@ -85,9 +92,14 @@ sampling = dict(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k
 eos = set(eos_token_ids(model, tokenizer))
 
 
-def run_engine(prompts, n, max_new_tokens):
-    samples = generate(model, tokenizer, prompts, n=n, max_new_tokens=max_new_tokens, seed=args.seed, **sampling)
+def run_engine(prompts, n, max_new_tokens, fast=True):
+    samples = generate(model, tokenizer, prompts, n=n, max_new_tokens=max_new_tokens, seed=args.seed, fast=fast,
+                       **sampling)
     return sum(len(s.token_ids) for s in samples), samples
+
+
+def run_engine_forward(prompts, n, max_new_tokens):
+    return run_engine(prompts, n, max_new_tokens, fast=False)
 
 
 def run_hf_generate(prompts, n, max_new_tokens):
@@ -114,20 +126,21 @@ def timed(fn):
 
 
 # ---- warm up both (first-call allocations, kernel selection), then alternate timed runs
-for fn in (run_engine, run_hf_generate):
+engines = {"engine": run_engine, "engine, fast=False": run_engine_forward, "model.generate": run_hf_generate}
+for fn in engines.values():
     fn(prompts[:2], 2, 8)
-results = {"engine": [], "model.generate": []}
+results = {name: [] for name in engines}
 for repeat in range(args.repeats):
-    for name, fn in (("engine", run_engine), ("model.generate", run_hf_generate)):
+    for name, fn in engines.items():
         n_tokens, seconds, cpu_seconds, samples = timed(fn)
         results[name].append((n_tokens, seconds, samples))
         # on a shared machine the CPU time (this process, all its threads) is the steadier of the two numbers
-        print(f"{name:>15}: {n_tokens} tokens in {seconds:.2f}s = {n_tokens / seconds:,.0f} tokens/s "
+        print(f"{name:>18}: {n_tokens} tokens in {seconds:.2f}s = {n_tokens / seconds:,.0f} tokens/s "
               f"(CPU time {cpu_seconds:.2f}s)")
 
 best = {name: max(n / s for n, s, _ in runs) for name, runs in results.items()}
-print(f"ratio engine / model.generate: {best['engine'] / best['model.generate']:.2f}x "
-      f"({len(prompts)} prompts x {args.n} samples x {args.max_new_tokens} new tokens, {sampling}, "
+print(f"ratio engine / model.generate: {best['engine'] / best['model.generate']:.2f}x; with fast=False "
+      f"{best['engine, fast=False'] / best['model.generate']:.2f}x ({len(prompts)} prompts x {args.n} samples x {args.max_new_tokens} new tokens, {sampling}, "
       f"best of {args.repeats})")
 
 # ---- memory traffic of the engine's best run. Decode is bound by memory bandwidth: each step reads every weight once

@@ -16,11 +16,10 @@ on in both, TRL's own default), one torch thread (--threads), on-policy (one upd
 reference model), the dapo loss with clip 0.2/0.28, temperature 1, lr 1e-5, and the same pure-Python reward (the
 share of completion tokens with an even id: free to compute, and with spread inside groups, so every completion is
 trained on). The model is random-init and rarely emits EOS, so nearly every completion runs
-the full 64 tokens in both. Wall time and CPU time per step are both reported: on a shared machine the CPU time is
-less disturbed by other processes. Measured on a shared 2-core CPU while other work ran (load 4 to 6), alternating
-runs of 4 steps: grpo.py 0.38 to 0.46 s/step, TRL 0.77 to 0.93 s/step, 0.45x to 0.56x over three sessions (CPU time
-0.46x to 0.53x); the version before prompt sharing, fused log-probs and inference-mode decoding took 0.63x to 0.66x
-in the same interleaved runs. See the README.
+the full 64 tokens in both. Wall time and CPU time per step are both reported (on a shared machine the CPU time is
+less disturbed by other processes), and grpo.py's step split into generation (rollout) and update (optimize).
+Measured on the quiet 2-core CPU: grpo.py 0.192 s/step, TRL 0.475 s/step, 0.40x; with --grad-ckpt 0.51x (see the
+README for every setting and the history).
 """
 
 import argparse
@@ -83,6 +82,17 @@ def run_grpo(workdir, steps, grad_ckpt):
         return step_problems(*args, **kwargs)
 
     grpo.step_problems = timed_step_problems
+    parts = {"generation": [], "update": []}  # where grpo.py's step goes: rollout() and optimize(), CPU seconds
+
+    def timed(fn, name):
+        def wrapper(*args, **kwargs):
+            start = time.process_time()
+            result = fn(*args, **kwargs)
+            parts[name].append(time.process_time() - start)
+            return result
+        return wrapper
+
+    grpo.rollout, grpo.optimize = timed(grpo.rollout, "generation"), timed(grpo.optimize, "update")
     shutil.rmtree(workdir / "grpo_run", ignore_errors=True)  # a fresh run each repeat
     args = grpo.parse_args(["--model", str(workdir / "model"), "--data", str(workdir / "problems.jsonl"),
                             "--out", str(workdir / "grpo_run"), "--reward", "outcome", "--prompt-format", "raw",
@@ -92,7 +102,7 @@ def run_grpo(workdir, steps, grad_ckpt):
                             "--grad-ckpt" if grad_ckpt else "--no-grad-ckpt"])
     grpo.train(args)
     rows = [json.loads(line) for line in open(workdir / "grpo_run" / "metrics.jsonl")]
-    return step_times(starts), [r["completion_len"] for r in rows]
+    return step_times(starts), [r["completion_len"] for r in rows], parts
 
 
 def run_trl(workdir, steps, grad_ckpt):
@@ -126,7 +136,7 @@ def run_trl(workdir, steps, grad_ckpt):
     trainer = GRPOTrainer(model=model, reward_funcs=reward, args=config, processing_class=tokenizer,
                           train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]), callbacks=[Timer()])
     trainer.train()
-    return step_times(starts), lengths
+    return step_times(starts), lengths, {}
 
 
 def main():
@@ -150,9 +160,9 @@ def main():
         import torch
         torch.set_num_threads(args.threads)
         # one step more than timed: a step's time runs to the next step's start (the last one ends in a save)
-        times, lengths = (run_grpo if which == "grpo" else run_trl)(workdir, args.warmup + args.steps + 1,
-                                                                    args.grad_ckpt)
-        print("RESULT " + json.dumps(dict(times=times, lengths=lengths)))
+        times, lengths, parts = (run_grpo if which == "grpo" else run_trl)(workdir, args.warmup + args.steps + 1,
+                                                                           args.grad_ckpt)
+        print("RESULT " + json.dumps(dict(times=times, lengths=lengths, parts=parts)))
         return
 
     import torch
@@ -162,7 +172,7 @@ def main():
         description = make_world(workdir, args.size, args.seed)
         print(f"model: {description}; batch: {PROBLEMS} problems x {G} = {PROBLEMS * G} completions of up to "
               f"{MAX_NEW_TOKENS} tokens; CPU, {args.threads} torch thread(s) of {os.cpu_count()} cores")
-        times, lengths = {}, {}
+        times, lengths, parts = {}, {}, {}
         for _ in range(args.repeats):  # alternate, so that both see the same spells of load from other processes
             for which in ([args.only] if args.only else ["grpo", "trl"]):
                 proc = subprocess.run([sys.executable, __file__, "--steps", str(args.steps), "--warmup",
@@ -175,6 +185,8 @@ def main():
                 result = json.loads(lines[-1][len("RESULT "):])
                 times.setdefault(which, []).extend(result["times"][args.warmup:])
                 lengths.setdefault(which, []).extend(result["lengths"])
+                for name, seconds in result["parts"].items():
+                    parts.setdefault(name, []).extend(seconds[args.warmup:])
         results, cpu = {}, {}
         for which, ts in times.items():
             wall = [t[0] for t in ts]
@@ -182,6 +194,9 @@ def main():
             print(f"{which:>5}: {results[which]:.3f} s/step median (min {min(wall):.3f}, max {max(wall):.3f}) over "
                   f"{len(ts)} steps, CPU time {cpu[which]:.3f} s/step; mean completion length "
                   f"{statistics.mean(lengths[which]):.1f} tokens")
+        if parts:
+            print("grpo.py's step, CPU time (median): " + ", ".join(
+                f"{name} {statistics.median(seconds):.3f} s" for name, seconds in parts.items()))
         if len(results) == 2:
             print(f"grpo.py / TRL = {results['grpo'] / results['trl']:.2f}x the time per step "
                   f"({results['trl'] / results['grpo']:.1f}x faster); in CPU time "
