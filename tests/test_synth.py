@@ -194,10 +194,13 @@ def test_fast_decode_step_matches_the_models_own_forward(tokenizer, arch):
             torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5, rtol=0)
 
 
-def test_fast_decode_step_in_bf16_stays_close(tokenizer):
-    model = tiny_model(tokenizer, "qwen2", initializer_range=0.3, dtype=torch.bfloat16)
-    fast = generate(model, tokenizer, PROMPTS, max_new_tokens=8, temperature=0, fast=True)
-    slow = generate(model, tokenizer, PROMPTS, max_new_tokens=8, temperature=0, fast=False)
+@pytest.mark.parametrize("weights", ["bf16", "fp32 under bf16 autocast"])  # the second is grpo.py's bf16 mode
+def test_fast_decode_step_in_bf16_stays_close(tokenizer, weights):
+    dtype = torch.bfloat16 if weights == "bf16" else torch.float32
+    model = tiny_model(tokenizer, "qwen2", initializer_range=0.3, dtype=dtype)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=weights != "bf16"):
+        fast = generate(model, tokenizer, PROMPTS, max_new_tokens=8, temperature=0, fast=True)
+        slow = generate(model, tokenizer, PROMPTS, max_new_tokens=8, temperature=0, fast=False)
     for a, b in zip(fast, slow):  # bf16 rounds differently in the two orders of operations; the first token agrees
         assert a.token_ids[0] == b.token_ids[0]
         assert abs(a.logprobs[0] - b.logprobs[0]) < 0.05
