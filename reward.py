@@ -134,19 +134,14 @@ def load_backbone(path, dtype=torch.float32, trust_remote_code=False):
     return backbone
 
 
-def resolve_checkpoint(path):
-    """A reward-model directory, or a training run directory (its latest step_* checkpoint)."""
-    if os.path.isfile(os.path.join(path, RM_CONFIG_FILE)):
-        return path
-    latest = latest_checkpoint(path) if os.path.isdir(path) else None
-    if latest is None:
-        raise FileNotFoundError(f"{path}: not a reward model ({RM_CONFIG_FILE} missing) nor a run with checkpoints")
-    return latest
-
-
 def load_reward_model(path, device=None, dtype=None, trust_remote_code=False):
-    """-> (RewardModel in eval mode, tokenizer). dtype default: bf16 on CUDA, fp32 elsewhere; the head stays fp32."""
-    path = resolve_checkpoint(path)
+    """-> (RewardModel in eval mode, tokenizer). dtype default: bf16 on CUDA, fp32 elsewhere; the head stays fp32.
+
+    path: a reward-model directory, or a training run directory (its latest step_* checkpoint is loaded)."""
+    checkpoint = path if os.path.isfile(os.path.join(path, RM_CONFIG_FILE)) else latest_checkpoint(path)
+    if checkpoint is None:
+        raise FileNotFoundError(f"{path}: not a reward model ({RM_CONFIG_FILE} missing) nor a run with checkpoints")
+    path = checkpoint
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if isinstance(dtype, str):  # "bf16", "fp16", "fp32" or a torch name such as "bfloat16"
         short_names = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -286,23 +281,21 @@ def read_groups(paths):
             if any(name in row for name in VARIANT_LEVELS):
                 variants = {name: parse_variant(row[name], where, name)
                             for name in VARIANT_LEVELS if row.get(name) is not None}
-                pairs = [(a, b) for a, b in CRPL_PAIRS if a in variants and b in variants]
+                pairs = [(variants[a], variants[b], f"{a}>{b}", VARIANT_LEVELS[a] - VARIANT_LEVELS[b])
+                         for a, b in CRPL_PAIRS if a in variants and b in variants]
                 if not pairs:  # synth.py may drop a variant; a record left with one has nothing to compare
                     skipped += 1
                     continue
-                group = groups.setdefault(problem, Group(problem, where))
-                for a, b in pairs:
-                    chosen, rejected = group.add_text(variants[a]), group.add_text(variants[b])
-                    group.pairs.append((chosen, rejected, f"{a}>{b}", VARIANT_LEVELS[a] - VARIANT_LEVELS[b]))
             elif "chosen" in row and "rejected" in row:
                 pair_type = row.get("pair_type") or row.get("subset") or "pairs"
-                group = groups.setdefault(problem, Group(problem, where))
-                chosen = group.add_text(parse_variant(row["chosen"], where, "chosen"))
-                rejected = group.add_text(parse_variant(row["rejected"], where, "rejected"))
-                group.pairs.append((chosen, rejected, str(pair_type), 1))
+                pairs = [(parse_variant(row["chosen"], where, "chosen"),
+                          parse_variant(row["rejected"], where, "rejected"), str(pair_type), 1)]
             else:
                 raise ValueError(f"{where}: neither a CRPL record (original/optimized/degraded) nor a pair "
                                  f"(chosen/rejected); keys are {sorted(row)}")
+            group = groups.setdefault(problem, Group(problem, where))
+            for chosen, rejected, pair_type, gap in pairs:
+                group.pairs.append((group.add_text(chosen), group.add_text(rejected), pair_type, gap))
     if skipped:
         print(f"read_groups: skipped {skipped} CRPL records with fewer than two variants")
     if not groups:
@@ -371,7 +364,7 @@ def print_summary(name, summary):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Checkpoints: out/step_0000100/ holds the reward model (HF format), train_state.pt, optimizer.pt, train_args.json.
+# Checkpoints: out/step_000100/ holds the reward model (HF format), trainer_state.pt, optimizer.pt, run_config.json.
 # A save writes out/.tmp_step_*/ and renames it, so a kill mid-save leaves the previous checkpoint intact.
 
 
@@ -563,11 +556,8 @@ def train(args):
         load_optimizer_state(resume_from, raw_model, optimizer, rank, fsdp)
 
     # Every rank tokenizes every group: the micro-batch plans of all ranks are then known without communication.
-    lengths, token_ids = [], []
-    for group in groups:
-        seqs = encode(tokenizer, group_inputs(group, args.include_code), args.max_length)
-        token_ids.append(seqs)
-        lengths.append([len(s) for s in seqs])
+    token_ids = [encode(tokenizer, group_inputs(group, args.include_code), args.max_length) for group in groups]
+    lengths = [[len(seq) for seq in seqs] for seqs in token_ids]
     pair_types = sorted({p[2] for g in groups for p in g.pairs})
 
     metrics_path = os.path.join(args.out, "metrics.jsonl")
