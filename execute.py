@@ -18,20 +18,18 @@ Python API (what grpo.py and evaluate.py call):
     from execute import run_jobs
     results = run_jobs([{"id": 0, "code": "def f(x): return x", "tests": {...}}], timeout=3.0, fail_fast=True)
 
-How it is safe (README "execute.py" has the full list and what each measure defends against):
+How it is safe (README "execute.py" lists each threat and what stops it):
 - Jobs run in small "zygote" interpreters spawned clean (never forked from a process holding torch or CUDA); each
   zygote forks one sandboxed child per run. With root and namespaces the child is PID 1 of a fresh PID namespace
-  (killing it kills everything it started, setsid daemons included), has its own mount namespace (a size-capped
-  tmpfs as cwd/HOME/TMPDIR, the shared temp dirs read-only, a private /proc), an empty network namespace, and runs
-  as an unprivileged uid of its own, so RLIMIT_NPROC caps its processes even though we are root. Without those
-  privileges it falls back to a subreaper sweep, and says so.
-- The parent owns time (wall-clock deadline, then SIGKILL); rlimits (address space, file size, open files, no core)
-  are clamped to the hard limits; the environment is built from scratch; output is capped.
-- The exit code proves nothing: the child reports over a private pipe, each line tagged with a per-run nonce it
-  gets through memory only. call/stdio outputs are compared here, in the parent, as plain data, so no object the
-  program returns is ever asked whether it is equal. assert/unittest programs compare in the child, so their
-  test code is rewritten to reject values whose class defines its own comparison (the AlwaysEqual hack), modules
-  the program patched are restored before the tests run, and unittest's assertion methods cannot be replaced.
+  (killing it kills everything it started), has its own mount namespace (tmpfs cwd, shared temp dirs read-only,
+  private /proc) and an empty network namespace, and runs as an unprivileged uid of its own, so RLIMIT_NPROC binds
+  even though we are root. Without those privileges it falls back to a subreaper sweep, and says so.
+- The parent owns time (wall-clock deadline, then SIGKILL); rlimits cap memory, file size and open files; the
+  environment is built from scratch; output is capped.
+- The exit code proves nothing: the child reports over a private pipe, each line tagged with a per-run nonce.
+  call/stdio outputs are compared in the parent as plain data. assert/unittest compare in the child, so their test
+  code is rewritten to refuse values whose class defines its own comparison (the AlwaysEqual hack), and what the
+  program patched (modules, unittest's assertion methods) is restored before the tests run.
 """
 import argparse
 import ast
@@ -180,11 +178,7 @@ def stdout_matches(actual, expected, atol=0.0):
 
 def _send(fd, obj):
     data = json.dumps(obj).encode()
-    _write_all(fd, struct.pack("<Q", len(data)) + data)
-
-
-def _write_all(fd, data):
-    view = memoryview(data)
+    view = memoryview(struct.pack("<Q", len(data)) + data)
     while view:
         view = view[os.write(fd, view):]
 
@@ -216,10 +210,8 @@ def _read_exact(fd, n, deadline):
 def _clean_env():
     # Built from scratch: no token, proxy or CUDA variable of the caller reaches a program. Thread counts are pinned
     # so numpy inside a job does not spawn one thread per core of a big host.
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "TZ": "UTC", "PYTHONHASHSEED": "0",
-           "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-           "MKL_NUM_THREADS": "1"}
-    return env
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "TZ": "UTC", "PYTHONHASHSEED": "0",
+            "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 class Zygote:
@@ -270,10 +262,9 @@ class Zygote:
                 return {"status": status, "passed": passed, "total": total, "detail": detail}
             if first_failure is None and end.get("error"):
                 first_failure = end["error"]
-            total = len(cases) if cases else 1
-            result = ({"status": "passed", "passed": passed, "total": total, "detail": ""} if first_failure is None
-                      else {"status": first_failure["status"], "passed": passed, "total": total,
-                            "detail": first_failure["detail"]})
+            outcome = first_failure or {"status": "passed", "detail": ""}
+            result = {"status": outcome["status"], "passed": passed, "total": len(cases) or 1,
+                      "detail": outcome["detail"]}
             if any("expected" not in c for c in cases) and tests["type"] == "call":
                 result["outputs"], result["times"] = outputs, times   # record mode: outputs and seconds per case
             return result
@@ -359,48 +350,42 @@ def isolation(workers=None):
 def run_jobs(jobs, workers=None, timeout=3.0, memory_mb=2048, fail_fast=False, progress=False):
     """Run every job in the sandbox; return one result dict per job, in order (see the module docstring)."""
     with _run_lock:     # worker thread k owns zygote k for the whole batch: one batch at a time
-        return _run_batch(jobs, workers, timeout, memory_mb, fail_fast, progress)
+        pool = start_pool(workers)
+        results = [None] * len(jobs)
+        todo, lock = iter(range(len(jobs))), threading.Lock()
+        bar = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=len(jobs), desc="execute", unit="job", dynamic_ncols=True)
 
-
-def _run_batch(jobs, workers, timeout, memory_mb, fail_fast, progress):
-    pool = start_pool(workers)
-    results = [None] * len(jobs)
-    order = list(range(len(jobs)))
-    next_index, lock = [0], threading.Lock()
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=len(jobs), desc="execute", unit="job", dynamic_ncols=True)
-
-    def worker(slot):
-        while True:
-            with lock:
-                if next_index[0] >= len(order):
+        def worker(slot):
+            while True:
+                with lock:
+                    i = next(todo, None)
+                if i is None:
                     return
-                i = order[next_index[0]]
-                next_index[0] += 1
-            job = jobs[i]
-            problem = validate_job(job)
-            if problem is not None:
-                result = {"status": "harness_error", "passed": 0, "total": 0, "detail": f"invalid job: {problem}"}
-            else:
-                result = pool.run_one(slot, job, float(timeout), int(memory_mb), bool(fail_fast))
-            results[i] = {"id": job.get("id") if isinstance(job, dict) else None, **result}
-            if bar is not None:
-                bar.update(1)
+                job = jobs[i]
+                problem = validate_job(job)
+                if problem is not None:
+                    result = {"status": "harness_error", "passed": 0, "total": 0, "detail": f"invalid job: {problem}"}
+                else:
+                    result = pool.run_one(slot, job, float(timeout), int(memory_mb), bool(fail_fast))
+                results[i] = {"id": job.get("id") if isinstance(job, dict) else None, **result}
+                if bar is not None:
+                    bar.update(1)
 
-    threads = [threading.Thread(target=worker, args=(s,), daemon=True) for s in range(len(pool.zygotes))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if bar is not None:
-        bar.close()
-    return results
+        threads = [threading.Thread(target=worker, args=(s,), daemon=True) for s in range(len(pool.zygotes))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if bar is not None:
+            bar.close()
+        return results
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Zygote side: a clean interpreter (spawned with -I and a scrubbed environment) that forks one child per run.
+# Zygote side: a clean interpreter (spawned with a scrubbed environment) that forks one child per run.
 
 # Imported once here so every forked run finds them loaded (fast) and so the harness can tell classes that existed
 # before the program ran from classes the program made. Missing optional modules are simply skipped.
@@ -426,14 +411,20 @@ def zygote_main(uid, sandbox):
             __import__(name)
         except Exception:
             pass
-    state = {"uid": uid, "mode": mode, "modules": _snapshot_modules(), "classes": _all_classes(),
-             "library_dirs": _library_dirs(), "pidns": os.open("/proc/self/ns/pid", os.O_RDONLY)
-             if mode["pid_ns"] else None, "scratch": None}
-    state["scratch"] = mode["scratch"]
-    state["test_file"] = f"<tests-{os.urandom(8).hex()}>"   # how the guard tells test code from program code
-    state["prepared_tests"] = {}
-    state["base_vm"] = _vm_size()
+    state = {"mode": mode, "modules": _snapshot_modules(), "classes": _all_classes(),
+             "library_dirs": _library_dirs(), "scratch": mode["scratch"], "prepared_tests": {},
+             "pidns": os.open("/proc/self/ns/pid", os.O_RDONLY) if mode["pid_ns"] else None,
+             "test_file": f"<tests-{os.urandom(8).hex()}>",   # how the guard tells test code from program code
+             "base_vm": _vm_size()}
     in_fd, out_fd = sys.stdin.fileno(), sys.stdout.fileno()
+
+    def ask_parent(message):
+        _send(out_fd, message)
+        answer = _recv(in_fd)
+        if answer is None:
+            os._exit(0)
+        return answer["go_on"]
+
     _send(out_fd, {"isolation": mode["description"]})
     while True:
         request = _recv(in_fd)
@@ -441,13 +432,6 @@ def zygote_main(uid, sandbox):
             if not mode["mount_ns"]:    # else it is a mount point of our namespace, gone with us
                 os.rmdir(state["scratch"])
             os._exit(0)
-        def ask_parent(message):
-            _send(out_fd, message)
-            answer = _recv(in_fd)
-            if answer is None:
-                os._exit(0)
-            return answer["go_on"]
-
         try:
             end = run_job_in_zygote(request, state, ask_parent)
         except Exception as e:  # a bug of ours: never a verdict on the model
@@ -460,8 +444,10 @@ def zygote_main(uid, sandbox):
 def _setup_zygote_isolation(uid, sandbox):
     """Decide, by trying, which isolation this machine allows, and set up what is shared by all runs of this zygote:
     the network namespace and the mount namespace. The description is what users see."""
-    mode = {"pid_ns": False, "mount_ns": False, "net_ns": False, "uid": None, "hidepid": False,
-            "scratch": _make_scratch_dir()}
+    scratch = tempfile.mkdtemp(prefix="recode-exec-")
+    os.chmod(scratch, 0o755)
+    tempfile.tempdir = None     # do not let the snapshot of tempfile remember /tmp: runs must use their TMPDIR
+    mode = {"pid_ns": False, "mount_ns": False, "net_ns": False, "uid": None, "hidepid": False, "scratch": scratch}
     if os.geteuid() == 0 and _libc is not None and sandbox == "auto":
         try:
             _unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
@@ -480,7 +466,7 @@ def _setup_zygote_isolation(uid, sandbox):
         if mode["mount_ns"] or not hidden:
             mode["uid"] = uid
         if mode["mount_ns"]:
-            mode["hidepid"] = _private_mounts(mode["scratch"], hidden, uid)
+            mode["hidepid"] = _private_mounts(scratch, hidden, uid)
     parts = ["a PID namespace per run (killing its PID 1 kills everything it started)" if mode["pid_ns"] else
              "no PID namespace: subreaper sweep of the run's processes"]
     if mode["mount_ns"]:
@@ -555,13 +541,6 @@ def _unreachable_library_dirs():
                 hidden.setdefault(ancestor, []).append(path)
                 break
     return sorted(hidden.items())
-
-
-def _make_scratch_dir():
-    path = tempfile.mkdtemp(prefix="recode-exec-")
-    os.chmod(path, 0o755)
-    tempfile.tempdir = None     # do not let the snapshot of tempfile remember /tmp: runs must use their TMPDIR
-    return path
 
 
 def _vm_size():
@@ -1154,10 +1133,7 @@ class _GuardRewriter(ast.NodeTransformer):
         node.iter = self._wrap(node.iter, "__recode_guard_iter__")
         return node
 
-    def visit_comprehension(self, node):
-        self.generic_visit(node)
-        node.iter = self._wrap(node.iter, "__recode_guard_iter__")
-        return node
+    visit_comprehension = visit_For
 
 
 _PLAIN_CONSTANTS = frozenset({int, float, complex, str, bytes, bool, type(None), tuple, frozenset})
@@ -1244,8 +1220,9 @@ def _run_unittests(test_code, namespace):
     if not bad:
         return ["passed", total, total, ""]
     test, trace = (result.failures or result.errors)[0]
-    status = "failed" if result.failures else _status_of_error(trace.strip().splitlines()[-1])
-    return [status, total - bad, total, _one_line(f"{test.id().split('.')[-1]}: {trace.strip().splitlines()[-1]}")]
+    last_line = trace.strip().splitlines()[-1]
+    status = "failed" if result.failures else _status_of_error(last_line)
+    return [status, total - bad, total, _one_line(f"{test.id().split('.')[-1]}: {last_line}")]
 
 
 def _describe(exc):
