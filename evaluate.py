@@ -15,7 +15,6 @@ in the sandbox of execute.py; nothing from a model is ever executed in this proc
     python evaluate.py --benchmark mbpp+ --data MbppPlus-v0.2.0.jsonl.gz --canonical-only
     python evaluate.py --benchmark livecodebench --lcb-version release_v5 --model MODEL --n 10 --temperature 0.2
     python evaluate.py --benchmark bigcodebench --subset hard --split instruct --model MODEL
-    python evaluate.py --benchmark math500 --model MODEL --prompt-format recode
     python evaluate.py --benchmark math-paper --model MODEL       # MATH500, Minerva, AIME24 and their unweighted mean
     python evaluate.py --benchmark gsm8k minerva aime --data gsm8k.jsonl minerva.jsonl aime24.jsonl --canonical-only
     python evaluate.py --benchmark mbpp-validation --model MODEL  # MBPP's other splits: mbpp-train, mbpp-validation
@@ -24,8 +23,9 @@ Outputs go to --out (default runs/eval/<benchmark>-<model or samples name>/): sa
 samples format: task_id + solution, rescorable with evalplus), verdicts.jsonl (a cache of finished test runs,
 so an interrupted run resumes without redoing work) and results.json (scores, settings, limits, flags).
 
-Names other stages import: load_benchmark, task_jobs, build_prompt, extract_code, RECODE_SYSTEM_PROMPTS,
-extract_math_answer, math_answers_match, score_math, pass_at_k.
+Names other stages import: load_benchmark, load_samples, read_jsonl, task_jobs, build_prompt, RECODE_SYSTEM_PROMPTS,
+split_reasoning, extract_code, solution_from_output, generate_samples, all_boxed, last_boxed, math_answers_match,
+score_math.
 """
 import argparse
 import ast
@@ -133,30 +133,26 @@ def cache_dir():
 
 
 def download(source, name):
-    """Fetch one source file into the cache (once) and check its sha256. Returns the local path."""
+    """Fetch one source file into the cache (once) and check its sha256. Returns the local path and its sha256."""
     target_dir = cache_dir() / "data" / name
     target_dir.mkdir(parents=True, exist_ok=True)
-    hint = (f"cannot download the {name} data ({{}}). Offline? Pass a local copy with --data PATH "
-            f"(jsonl or jsonl.gz) instead")
-    if "hf" in source:
-        try:
+    try:
+        if "hf" in source:
             from huggingface_hub import hf_hub_download
             path = Path(hf_hub_download(source["hf"], source["file"], repo_type="dataset",
                                         revision=source.get("revision"), cache_dir=target_dir))
-        except Exception as e:  # offline mode, network and auth errors all mean the same thing to the user
-            die(hint.format(f"{type(e).__name__}: {str(e)[:200]}"))
-    else:
-        path = target_dir / source["url"].rsplit("/", 1)[1]
-        if not path.exists():
-            print(f"downloading {source['url']}")
-            try:
+        else:
+            path = target_dir / source["url"].rsplit("/", 1)[1]
+            if not path.exists():
+                print(f"downloading {source['url']}")
                 with urllib.request.urlopen(source["url"], timeout=60) as r:
                     data = r.read()
-            except Exception as e:
-                die(hint.format(f"{type(e).__name__}: {str(e)[:200]}"))
-            tmp = path.with_suffix(path.suffix + ".part")
-            tmp.write_bytes(data)
-            tmp.rename(path)
+                tmp = path.with_suffix(path.suffix + ".part")
+                tmp.write_bytes(data)
+                tmp.rename(path)
+    except Exception as e:  # offline mode, network and auth errors all mean the same thing to the user
+        die(f"cannot download the {name} data ({type(e).__name__}: {str(e)[:200]}). Offline? Pass a local copy with "
+            "--data PATH (jsonl or jsonl.gz) instead")
     digest = sha256_file(path)
     if source.get("sha256") and digest != source["sha256"]:
         die(f"{path}: sha256 {digest} differs from the pinned {source['sha256']}; delete it and retry")
@@ -172,14 +168,11 @@ def load_rows(name, data_path, shards=None):
                 die(f"--data {p}: no such file")
         info = [dict(path=str(p), sha256=sha256_file(p)) for p in paths]
     else:
-        sources = shards or SOURCES[name]
         info = []
-        for s in sources:
+        for s in shards or SOURCES[name]:
             p, digest = download(s, name)
             info.append(dict(path=str(p), sha256=digest, source=s.get("url") or f"hf:{s['hf']}/{s['file']}"))
-        paths = [Path(i["path"]) for i in info]
-    rows = [r for p in paths for r in read_jsonl(p)]
-    return rows, info
+    return [r for i in info for r in read_jsonl(i["path"])], info
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -196,16 +189,18 @@ def problem(task_id, prompt, tests=None, code_prompt="", code_prefix="", canonic
                 timeouts={}, canonical=canonical, **extra)
 
 
+def humaneval_problem(r, **extra):  # a HumanEval-style row: HumanEval, HumanEval+ and MBPP+
+    return problem(r["task_id"], f"{CODE_INSTRUCTION}\n```\n{r['prompt'].strip()}\n```\n", code_prompt=r["prompt"],
+                   canonical=r["prompt"] + r["canonical_solution"], entry_point=r["entry_point"], **extra)
+
+
 def load_humaneval(rows):
-    return [problem(r["task_id"], f"{CODE_INSTRUCTION}\n```\n{r['prompt'].strip()}\n```\n",
-                    tests={"base": {"type": "assert", "program": f"{r['test']}\ncheck({r['entry_point']})\n"}},
-                    code_prompt=r["prompt"], canonical=r["prompt"] + r["canonical_solution"],
-                    entry_point=r["entry_point"]) for r in rows]
+    return [humaneval_problem(r, tests={"base": {
+        "type": "assert", "program": f"{r['test']}\ncheck({r['entry_point']})\n"}}) for r in rows]
 
 
 def load_mbpp(rows, split):
-    """split: the task_id range kept; the default is the 500-problem test split (train 601-974, validation
-    511-600, few-shot prompts 1-10)."""
+    """split: the (first, last) task_id kept (see BENCHMARKS; 1-10 are the few-shot prompts)."""
     out = []
     for r in rows:
         if not split[0] <= int(r["task_id"]) <= split[1]:
@@ -226,12 +221,11 @@ def _deep_tuple(x):
     return tuple(_deep_tuple(i) for i in x) if isinstance(x, list) else x
 
 
-_tuple_each = lambda inp: [tuple(a) for a in inp]
-_tuple_nested = lambda inp: [[tuple(x) for x in a] for a in inp]
 MBPP_RESTORE = {
-    **{t: _tuple_each for t in (2, 116, 132, 143, 222, 261, 273, 394, 399, 421, 424, 429, 470, 560, 579, 596,
-                                616, 630, 726, 740, 744, 809)},
-    **{t: _tuple_nested for t in (63, 64, 70, 94, 120, 237, 272, 299, 400, 409, 417, 438, 473, 614, 780)},
+    **{t: lambda inp: [tuple(a) for a in inp] for t in (
+        2, 116, 132, 143, 222, 261, 273, 394, 399, 421, 424, 429, 470, 560, 579, 596, 616, 630, 726, 740, 744, 809)},
+    **{t: lambda inp: [[tuple(x) for x in a] for a in inp] for t in (
+        63, 64, 70, 94, 120, 237, 272, 299, 400, 409, 417, 438, 473, 614, 780)},
     **{t: lambda inp: [[tuple(x) for x in inp[0]], inp[1]] for t in (75, 413, 444, 753)},
     **{t: lambda inp: [inp[0], tuple(inp[1])] for t in (106, 750)},
     115: lambda inp: [[set(x) if isinstance(x, list) and x else {} for x in inp[0]]],
@@ -313,11 +307,9 @@ def load_evalplus(rows, name, data_sha, workers):
     expected, failures = record_expected(name, tasks, data_sha, workers)
     out = []
     for r, inputs, restored in tasks:
-        tid = r["task_id"]
-        out.append(p := problem(tid, f"{CODE_INSTRUCTION}\n```\n{r['prompt'].strip()}\n```\n", code_prompt=r["prompt"],
-                                canonical=r["prompt"] + r["canonical_solution"], entry_point=r["entry_point"],
-                                reference_check=failures.get(tid)))
-        outputs, times = expected.get(tid, {}).get("outputs"), expected.get(tid, {}).get("times") or []
+        out.append(p := humaneval_problem(r, reference_check=failures.get(r["task_id"])))
+        recorded = expected.get(r["task_id"], {})
+        outputs, times = recorded.get("outputs"), recorded.get("times") or []
         first = 0
         for group, args in inputs.items():
             span = slice(first, first + len(args))
@@ -807,9 +799,11 @@ def run_tests(items, cfg, verdicts_path, desc):
                 # on a loaded machine a timeout is often noise: re-run those jobs once, when the rest of the chunk
                 # is done, before believing it (a real infinite loop costs one more timeout)
                 again = [i for i, res in enumerate(results) if res["status"] == "timeout"]
-                for i, res in zip(again, run_jobs([chunk[i][1] for i in again], workers=cfg.workers, timeout=timeout,
-                                                  memory_mb=cfg.memory_mb, fail_fast=True) if again else []):
-                    results[i] = res
+                if again:
+                    rerun = run_jobs([chunk[i][1] for i in again], workers=cfg.workers, timeout=timeout,
+                                     memory_mb=cfg.memory_mb, fail_fast=True)
+                    for i, res in zip(again, rerun):
+                        results[i] = res
                 for (key, _), res in zip(chunk, results):
                     done[key] = v = dict(status=res["status"], passed=res["passed"], total=res["total"],
                                          detail=res["detail"][:300])
@@ -834,7 +828,7 @@ def score_code(problems, samples, cfg, verdicts_path, desc):
     groups = group_names(problems)
     spec_sha = {}  # a verdict is reused only for the same tests, limits and code
     for g in groups:
-        items, pending = [], []
+        items, pending = {}, []  # items: one run per distinct job, however many samples share it
         for i, (tid, code) in enumerate(samples):
             p = problems[tid]
             if g not in p["tests"] or any(status[i].get(h, {}).get("status") != "passed" for h in groups[:groups.index(g)]
@@ -847,10 +841,9 @@ def score_code(problems, samples, cfg, verdicts_path, desc):
             if key in cache:
                 status[i][g] = cache[key]
             else:
-                job = {"id": key, "code": p["code_prefix"] + code, "tests": p["tests"][g]}
-                items.append((key, job, timeout))
+                items[key] = (key, {"id": key, "code": p["code_prefix"] + code, "tests": p["tests"][g]}, timeout)
                 pending.append((i, key))
-        fresh = run_tests(list({k: (k, j, t) for k, j, t in items}.values()), cfg, verdicts_path, f"{desc} [{g}]")
+        fresh = run_tests(list(items.values()), cfg, verdicts_path, f"{desc} [{g}]")
         for i, key in pending:
             status[i][g] = fresh[key]
     return status
@@ -954,13 +947,10 @@ def generate_samples(problems, cfg, samples_path):
                                 temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed + start)
                 for out in outs:
                     p = batch[out.prompt_index]
-                    row = dict(task_id=p["task_id"])
-                    if kind == "math":
-                        row["completion"] = out.text
-                    else:
-                        row["solution"] = solution_from_output(p, out.text, rule)
-                        row["raw_output"] = out.text
-                    f.write(json.dumps(dict(row, finish_reason=out.finish_reason, n_tokens=len(out.token_ids))) + "\n")
+                    row = (dict(completion=out.text) if kind == "math" else
+                           dict(solution=solution_from_output(p, out.text, rule), raw_output=out.text))
+                    f.write(json.dumps(dict(task_id=p["task_id"], **row, finish_reason=out.finish_reason,
+                                            n_tokens=len(out.token_ids))) + "\n")
                 f.flush()
 
 
@@ -971,8 +961,7 @@ def generate_samples(problems, cfg, samples_path):
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--benchmark", required=True, nargs="+", choices=list(BENCHMARKS) + ["math-paper"],
-                    help="one or several; several print each and their unweighted mean (math-paper = math500 "
-                         "minerva aime, the paper's math column)")
+                    help="one or several, then also their unweighted mean (math-paper = math500 minerva aime)")
     ap.add_argument("--model", help="hub id or local path: generate samples, then score them")
     ap.add_argument("--samples", nargs="+", help="score existing completions (EvalPlus JSONL) without loading a "
                                                  "model; one file per benchmark")
@@ -1011,8 +1000,8 @@ def parse_args(argv=None):
         if given and len(names) > 1 and len(given) != len(names):
             ap.error(f"{flag}: {len(given)} given for {len(names)} benchmarks ({' '.join(names)}); give one per "
                      f"benchmark, in that order")
-        if given and len(names) == 1 and flag == "--samples" and len(given) > 1:
-            ap.error("--samples: one file per benchmark")
+    if cfg.samples and len(names) == 1 and len(cfg.samples) > 1:
+        ap.error("--samples: one file per benchmark")
     cfg.ks = sorted({int(k) for k in cfg.k.split(",")})
     if cfg.n > 1 and cfg.temperature == 0:
         ap.error("--n > 1 needs --temperature > 0: greedy samples are all the same")
@@ -1056,11 +1045,11 @@ def main(argv=None):
                            None)
     scores = {name: first(r) for name, r in every.items()}
     mean = float(np.mean(list(scores.values()))) if all(v is not None for v in scores.values()) else None
+    cell = lambda v: f"{100 * v:>9.1f}" if v is not None else f"{'-':>9}"
     print(f"\n{'benchmark':<16}{'tasks':>7}{'pass@1':>9}")
     for name, r in every.items():
-        print(f"{name:<16}{r['counts']['tasks']:>7}" + (f"{100 * scores[name]:>9.1f}" if scores[name] is not None
-                                                         else f"{'-':>9}"))
-    print(f"{'mean (unweighted)':<23}" + (f"{100 * mean:>9.1f}" if mean is not None else f"{'-':>9}"))
+        print(f"{name:<16}{r['counts']['tasks']:>7}{cell(scores[name])}")
+    print(f"{'mean (unweighted)':<23}{cell(mean)}")
     summary = dict(benchmarks=every, pass1=scores, mean=mean)
     (cfg.out / "summary.json").write_text(json.dumps(dict(summary, benchmarks=list(every)), indent=1))
     print(f"wrote {cfg.out / 'summary.json'}")
@@ -1098,7 +1087,7 @@ def run_benchmark(cfg):
                      f"harness errors: {gate['harness_errors'][:10]}")
     results = dict(benchmark=cfg.benchmark, model=cfg.model, data=data_info, canonical=gate, flags=flags,
                    reference_checked=reference_checked,
-                   settings={k: v for k, v in vars(cfg).items() if k not in ("out",) and not callable(v)},
+                   settings={k: v for k, v in vars(cfg).items() if k != "out" and not callable(v)},
                    limits=dict(timeout_s=cfg.timeout, memory_mb=cfg.memory_mb, workers=cfg.workers, isolation=sandbox,
                                timeout_rule="per test case (call/stdio), per program (assert/unittest)"))
     if cfg.canonical_only:
