@@ -136,23 +136,24 @@ def download(source, name):
     """Fetch one source file into the cache (once) and check its sha256. Returns the local path and its sha256."""
     target_dir = cache_dir() / "data" / name
     target_dir.mkdir(parents=True, exist_ok=True)
+    path = None if "hf" in source else target_dir / source["url"].rsplit("/", 1)[1]
+    data = None
     try:
-        if "hf" in source:
+        if path is None:
             from huggingface_hub import hf_hub_download
             path = Path(hf_hub_download(source["hf"], source["file"], repo_type="dataset",
                                         revision=source.get("revision"), cache_dir=target_dir))
-        else:
-            path = target_dir / source["url"].rsplit("/", 1)[1]
-            if not path.exists():
-                print(f"downloading {source['url']}")
-                with urllib.request.urlopen(source["url"], timeout=60) as r:
-                    data = r.read()
-                tmp = path.with_suffix(path.suffix + ".part")
-                tmp.write_bytes(data)
-                tmp.rename(path)
+        elif not path.exists():
+            print(f"downloading {source['url']}")
+            with urllib.request.urlopen(source["url"], timeout=60) as r:
+                data = r.read()
     except Exception as e:  # offline mode, network and auth errors all mean the same thing to the user
         die(f"cannot download the {name} data ({type(e).__name__}: {str(e)[:200]}). Offline? Pass a local copy with "
             "--data PATH (jsonl or jsonl.gz) instead")
+    if data is not None:  # outside the try: a cache that cannot be written is not a network problem
+        tmp = path.with_suffix(path.suffix + ".part")
+        tmp.write_bytes(data)
+        tmp.rename(path)
     digest = sha256_file(path)
     if source.get("sha256") and digest != source["sha256"]:
         die(f"{path}: sha256 {digest} differs from the pinned {source['sha256']}; delete it and retry")
