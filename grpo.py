@@ -632,6 +632,9 @@ def build_policy(args, path, device, world, trainable=True):
             enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
             lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers also hooks the embeddings so their output requires grad, which only adapters under reentrant
+        # checkpointing need (here every weight is trained); the hook would also keep generate() off its fast step
+        getattr(lm, "disable_input_require_grads", lambda: None)()
     policy = Policy(lm, args.temperature)
     policy.train(trainable)
     policy.requires_grad_(trainable)

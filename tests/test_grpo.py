@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import grpo  # noqa: E402
+import synth  # noqa: E402
 from synth import Sample, generate, tiny_model, train_tiny_tokenizer  # noqa: E402
 
 CORPUS = ["<think>\nadd the two numbers\n</think>\n<answer>\n```python\ndef add(a, b):\n    return a + b\n```\n</answer>",
@@ -260,6 +261,25 @@ def test_gate_with_real_execution(monkeypatch, mode, proc_all):
 
 # ---------------------------------------------------------------------------------------------------------------
 # Log-probs and micro-batches
+
+
+def test_gradient_checkpointing_keeps_the_gradient_and_the_fast_decode_step(model_dir, tmp_path):
+    """transformers' checkpointing also hooks the embeddings (for adapters); build_policy removes that hook, which
+    would otherwise keep generate() off its fast step on every GPU run (checkpointing is the GPU default)."""
+    seqs = [dict(ids=[5, 6, 7, 8, 9, 10], n_prompt=2, advantage=1.0, weight=0.2),
+            dict(ids=[5, 6, 11, 12], n_prompt=2, advantage=-0.5, weight=0.3)]
+    grads = {}
+    for flag in ("--grad-ckpt", "--no-grad-ckpt"):
+        args = run_args(model_dir, "unused.jsonl", tmp_path, flag)
+        _, policy, _ = grpo.build_policy(args, model_dir, torch.device("cpu"), world=1)
+        checkpointed = any(getattr(m, "gradient_checkpointing", False) for m in policy.lm.modules())
+        assert checkpointed == (flag == "--grad-ckpt")
+        assert synth.fast_decode_step(policy.lm, synth.new_cache(policy.lm, 8), 8) is not None, flag
+        model_inputs, advantages, weights = grpo.collate(seqs, 0, "cpu")
+        (policy(**model_inputs)[0] * advantages * weights).sum().backward()
+        grads[flag] = [p.grad.clone() for p in policy.parameters()]
+    for with_ckpt, without in zip(grads["--grad-ckpt"], grads["--no-grad-ckpt"]):
+        torch.testing.assert_close(with_ckpt, without, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("share_prompts", [False, True])
