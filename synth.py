@@ -10,7 +10,8 @@ The engine is a hand-written batched KV-cache loop (no `model.generate`):
   G samples of a GRPO group never recompute their prompt;
 - full-attention layers write into KV buffers preallocated for prompt + completion: no per-step reallocation or copy;
 - for plain decoders (llama, qwen2, qwen3, mistral: most open code models) each decode step is written out from the
-  weights (`fast_decode_step`), skipping transformers' per-call Python; any other model runs its own forward;
+  weights (`fast_decode_step`), skipping transformers' per-call Python (FSDP models too, once gathered); any other
+  model runs its own forward;
 - sampling on the model's device with a seeded torch.Generator (temperature 0 = greedy, top-k, top-p); the log-prob
   returned for each token is log_softmax(logits / T) before top-k/top-p, the number grpo.py trains on;
 - rows finish independently on any EOS id (generation_config and tokenizer) or a stop string; the host looks at the
@@ -79,6 +80,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.distributed.tensor import DTensor
 from tqdm import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 from transformers.cache_utils import DynamicCache, DynamicLayer
@@ -226,12 +228,20 @@ def fast_decode_step(model, cache, capacity):
     tables rebuilt per call. Here the rotary tables are built once and each step is the bare tensor ops. The result
     equals the model's forward up to float rounding (tests: 1e-5 in fp32). Attention is transformers' eager formula
     (softmax in fp32); the grouped-query heads are a view, not a copy."""
-    inner = getattr(model, "model", None)
+    if model.config.model_type not in PLAIN_DECODERS:
+        return None
+    inner = model.model
     head, embed = model.get_output_embeddings(), model.get_input_embeddings()
-    if (model.config.model_type not in PLAIN_DECODERS or type(head) is not nn.Linear or type(embed) is not nn.Embedding
+    # FSDP's own hooks only gather and free the weights: with the whole model gathered for decoding (grpo.py does
+    # that), they have nothing to do and the step can run from the gathered weights. Any other hook (offloading,
+    # adapters, a user's) may change the computation, so the model's forward runs.
+    foreign_hooks = [hook for m in model.modules() for hook in [*m._forward_hooks.values(),
+                                                                 *m._forward_pre_hooks.values()]
+                     if not type(getattr(hook, "__self__", None)).__module__.startswith("torch.distributed.fsdp")]
+    if (type(head) is not nn.Linear or type(embed) is not nn.Embedding or foreign_hooks
             or not all(isinstance(layer, PreallocatedLayer) for layer in cache.layers)
-            or getattr(model.config, "final_logit_softcapping", None) or is_sharded(model)
-            or any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())):
+            or getattr(model.config, "final_logit_softcapping", None)
+            or any(isinstance(p, DTensor) for p in model.parameters())):  # still sharded: each forward gathers
         return None
     for layer in inner.layers:
         attn = layer.self_attn

@@ -456,6 +456,10 @@ def test_two_ranks_give_the_same_update_as_one(model_dir, even_data, tmp_path, m
     moved = max((one[k] - start[k]).abs().max().item() for k in one)
     assert moved > 1e-4  # the update is real, so agreeing on it means something
     for run in ("ddp", "fsdp"):
+        # with the weights gathered for decoding, FSDP's generation runs the fast decode step too
+        for rank in (0, 1):
+            used = json.loads((tmp_path / run / f"fast_steps_rank{rank}.json").read_text())
+            assert used and all(used), (run, rank, used)
         other = weights(tmp_path / run / "step_000002")
         assert set(other) == set(one)
         diff = max((one[k] - other[k]).abs().max().item() for k in one)
@@ -469,6 +473,16 @@ if __name__ == "__main__":  # the 2-rank side of the test above, under torchrun:
     model_path, data, out = sys.argv[1:4]
     register_even_task()
     grpo.generate = per_prompt_generate
+    fast_decode_step, fast_steps = synth.fast_decode_step, []
+
+    def counted(*args, **kwargs):  # which generate() calls ran the fast decode step
+        step = fast_decode_step(*args, **kwargs)
+        fast_steps.append(step is not None)
+        return step
+
+    synth.fast_decode_step = counted
     for parallel in ("ddp", "fsdp"):
+        fast_steps.clear()
         grpo.train(rank_test_args(model_path, data, Path(out) / parallel, parallel))
+        (Path(out) / parallel / f"fast_steps_rank{torch.distributed.get_rank()}.json").write_text(json.dumps(fast_steps))
     torch.distributed.destroy_process_group()
