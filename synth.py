@@ -243,12 +243,10 @@ def fast_decode_step(model, cache, capacity):
             or getattr(model.config, "final_logit_softcapping", None)
             or any(isinstance(p, DTensor) for p in model.parameters())):  # still sharded: each forward gathers
         return None
-    for layer in inner.layers:
-        attn = layer.self_attn
-        if not all(type(getattr(module, name)) is nn.Linear for module, names in
-                   [(attn, ("q_proj", "k_proj", "v_proj", "o_proj")), (layer.mlp, ("gate_proj", "up_proj", "down_proj"))]
-                   for name in names):
-            return None  # quantized or otherwise custom layers: the model's own forward knows how to run them
+    projections = {"self_attn": ("q_proj", "k_proj", "v_proj", "o_proj"), "mlp": ("gate_proj", "up_proj", "down_proj")}
+    if any(type(getattr(getattr(layer, block), name)) is not nn.Linear
+           for layer in inner.layers for block, names in projections.items() for name in names):
+        return None  # quantized or otherwise custom layers: the model's own forward knows how to run them
     cos_table, sin_table = rotary_tables(model, capacity)
     if cos_table.shape[-1] != inner.layers[0].self_attn.head_dim:  # partial rotary: not these families' layout
         return None

@@ -140,8 +140,8 @@ for repeat in range(args.repeats):
 
 best = {name: max(n / s for n, s, _ in runs) for name, runs in results.items()}
 print(f"ratio engine / model.generate: {best['engine'] / best['model.generate']:.2f}x; with fast=False "
-      f"{best['engine, fast=False'] / best['model.generate']:.2f}x ({len(prompts)} prompts x {args.n} samples x {args.max_new_tokens} new tokens, {sampling}, "
-      f"best of {args.repeats})")
+      f"{best['engine, fast=False'] / best['model.generate']:.2f}x ({len(prompts)} prompts x {args.n} samples x "
+      f"{args.max_new_tokens} new tokens, {sampling}, best of {args.repeats})")
 
 # ---- memory traffic of the engine's best run. Decode is bound by memory bandwidth: each step reads every weight once
 # plus the KV cache of the live rows. On a GPU the share of the peak says how far from the hardware limit we are.

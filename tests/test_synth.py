@@ -207,14 +207,16 @@ def test_fast_decode_step_in_bf16_stays_close(tokenizer, weights):
 
 
 def test_models_the_fast_step_cannot_run_use_their_own_forward(tokenizer):
-    """A sliding window, a hooked module (offloading, FSDP), or an architecture outside PLAIN_DECODERS: None, and
-    generate() then calls the model's forward at each step."""
+    """A sliding window, a hooked module (offloading, adapters), a custom linear layer, or an architecture outside
+    PLAIN_DECODERS: None, and generate() then calls the model's forward at each step."""
     sliding = tiny_model(tokenizer, "mistral", sliding_window=4)
     hooked = tiny_model(tokenizer, "qwen2")
     hooked.model.layers[0].mlp.register_forward_hook(lambda module, args, out: out * 0.5)
     gpt2 = AutoModelForCausalLM.from_config(AutoConfig.for_model("gpt2", vocab_size=len(tokenizer), n_embd=32,
                                                                  n_layer=1, n_head=2))
-    for model in (sliding, hooked, gpt2):
+    custom = tiny_model(tokenizer, "qwen2")  # a layer of another class (as quantization libraries make)
+    custom.model.layers[1].mlp.up_proj.__class__ = type("QuantLinear", (torch.nn.Linear,), {})
+    for model in (sliding, hooked, gpt2, custom):
         assert synth.fast_decode_step(model, synth.new_cache(model, 8), 8) is None
     # the hook changes the model's output, and generation follows it: the forward was used
     plain = tiny_model(tokenizer, "qwen2")
