@@ -304,13 +304,19 @@ STRUCTURE = re.compile(r"\s*<think>(?P<think>.*?)</think>\s*<answer>(?P<answer>.
 FENCED_BLOCK = re.compile(r"^[ \t]*```[ \t]*[\w+.-]*[ \t]*\n.*?^[ \t]*```[ \t]*$", re.S | re.M)
 
 
-def code_format_reward(text):
-    """1.0 for exactly one <think> block (not empty), then one <answer> block holding a complete fenced code block,
-    and nothing else but whitespace; else 0.0."""
+def answer_block(text):
+    """The <answer> block's content when the output is exactly one <think> block (not empty), then one <answer>
+    block, and nothing else but whitespace; else None."""
     match = STRUCTURE.fullmatch(text)
-    ok = match and all(text.count(tag) == 1 for tag in TAGS) and match["think"].strip() and \
-        FENCED_BLOCK.search(match["answer"])
-    return float(bool(ok))
+    if match and all(text.count(tag) == 1 for tag in TAGS) and match["think"].strip():
+        return match["answer"]
+    return None
+
+
+def code_format_reward(text):
+    """1.0 for ReCode's structure (answer_block) with a complete fenced code block in the answer; else 0.0."""
+    answer = answer_block(text)
+    return float(answer is not None and bool(FENCED_BLOCK.search(answer)))
 
 
 def code_outcome_reward(args, problems, samples):
@@ -330,11 +336,9 @@ def code_outcome_reward(args, problems, samples):
 
 
 def math_format_reward(text):
-    """1.0 for the same <think>/<answer> structure as code, with a complete, non-empty \\boxed{} in the answer."""
-    match = STRUCTURE.fullmatch(text)
-    ok = match and all(text.count(tag) == 1 for tag in TAGS) and match["think"].strip() and \
-        any(box.strip() for box in all_boxed(match["answer"]))
-    return float(bool(ok))
+    """1.0 for the same structure as code, with a complete, non-empty \\boxed{} in the answer; else 0.0."""
+    answer = answer_block(text)
+    return float(answer is not None and any(box.strip() for box in all_boxed(answer)))
 
 
 def math_outcome_reward(args, problems, samples):
