@@ -57,7 +57,7 @@ import sys
 import time
 from contextlib import contextmanager, nullcontext
 
-from execute import default_workers, run_jobs, start_pool, validate_job
+from execute import default_workers, run_jobs, start_pool
 
 if __name__ == "__main__":
     start_pool(default_workers())  # before torch and CUDA live in this process: the sandbox starts cheap, clean
@@ -70,9 +70,9 @@ from torch.utils.checkpoint import checkpoint
 from tqdm import tqdm
 from transformers.cache_utils import DynamicCache
 
-from evaluate import (all_boxed, build_prompt, extract_code, load_benchmark, read_jsonl, score_math,
-                      solution_from_output, split_reasoning, task_jobs)
-from synth import encode_prompt, eos_token_ids, format_prompt, generate, load_model
+from synth import (all_boxed, build_prompt, completion_target, encode_prompt, eos_token_ids, extract_code, fail,
+                   format_prompt, generate, load_model, load_problems, read_jsonl, score_math, solution_from_output,
+                   split_reasoning, task_jobs)
 
 # -----------------------------------------------------------------------------
 # Config: one flat list of flags, printed at start and saved with every checkpoint
@@ -153,10 +153,6 @@ def parse_args(argv=None):
     return args
 
 
-def fail(message):
-    raise SystemExit(f"grpo.py: error: {message}")
-
-
 def check_config(args, world):
     """Every mistake we can see before loading a model, with the flag to change."""
     if not args.model:
@@ -206,74 +202,6 @@ def check_config(args, world):
 # -----------------------------------------------------------------------------
 # Data: problems as evaluate.py's problem dicts (prompt, tests {group: spec}, code_prefix, code_prompt)
 
-
-def load_problems(paths, benchmark=None, need_reference=False):
-    if benchmark:
-        problems = [dict(p, task="math" if "answer" in p else "code")
-                    for p in load_benchmark(benchmark, ",".join(paths))[0] if not p.get("skip")]
-        if any(p["task"] not in TASKS for p in problems):
-            fail(f"--data-benchmark {benchmark}: this task type is not supported for training yet")
-        if need_reference and any(completion_target(p) is None for p in problems):
-            fail(f"--algo sft: {benchmark} rows carry no reference completion; write a JSONL with 'reference' or "
-                 f"'completion' instead")
-        return problems
-    problems = []
-    for path in paths:
-        with open(path) as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{lineno}"
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    fail(f"{where}: not JSON ({e.msg})")
-                if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
-                    fail(f"{where}: a problem needs a 'prompt' string")
-                task = row.get("task", "math" if "answer" in row and "tests" not in row else "code")
-                if task not in TASKS:
-                    fail(f"{where}: unknown task {task!r} (known: {', '.join(TASKS)})")
-                if task == "math" and not isinstance(row.get("answer"), (str, int, float)):
-                    fail(f"{where}: a math problem needs an 'answer' (the gold final answer, a string or number)")
-                tests = row.get("tests")
-                if isinstance(tests, dict) and "type" in tests:
-                    tests = {"base": tests}  # one spec: a single test group
-                if task == "code":
-                    if not isinstance(tests, dict) or not tests:
-                        fail(f"{where}: 'tests' must be an execute.py test spec or {{group: spec}}")
-                    for group, spec in tests.items():
-                        problem = validate_job({"code": "", "tests": spec})
-                        if problem:
-                            fail(f"{where}: tests[{group!r}]: {problem}")
-                if need_reference and completion_target(dict(row, task=task)) is None:
-                    wanted = "answer" if task == "math" else "code"
-                    fail(f"{where}: --algo sft needs 'reference' {{reasoning, {wanted}}} or a 'completion' string")
-                problems.append(dict(row, task_id=str(row.get("task_id", where)), task=task, tests=tests or {},
-                                     **({"answer": str(row["answer"])} if task == "math" else {}),
-                                     code_prefix=row.get("code_prefix", ""), code_prompt=row.get("code_prompt", "")))
-    if not problems:
-        fail(f"no problems in {', '.join(paths)}")
-    return problems
-
-
-def format_completion(reasoning, code):
-    """ReCode's output format, the text R_fmt accepts: what SFT teaches."""
-    return f"<think>\n{reasoning.strip()}\n</think>\n<answer>\n```python\n{code.strip()}\n```\n</answer>"
-
-
-def format_math_completion(reasoning, answer):
-    """ReCode's output format for math: the final answer boxed inside <answer>."""
-    return f"<think>\n{reasoning.strip()}\n</think>\n<answer>\n\\boxed{{{str(answer).strip()}}}\n</answer>"
-
-
-def completion_target(problem):
-    reference = problem.get("reference")
-    if problem.get("task") == "math":
-        if isinstance(reference, dict) and isinstance(reference.get("reasoning"), str) and "answer" in reference:
-            return format_math_completion(reference["reasoning"], reference["answer"])
-    elif isinstance(reference, dict) and all(isinstance(reference.get(k), str) for k in ("reasoning", "code")):
-        return format_completion(reference["reasoning"], reference["code"])
-    return problem.get("completion") if isinstance(problem.get("completion"), str) else None
 
 
 def prompt_text(args, tokenizer, problem):

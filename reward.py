@@ -65,10 +65,11 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+from synth import CRPL_PAIRS, DTYPES, read_jsonl
+
 PROMPT_TEMPLATE = "Problem:\n{problem}\n\nReasoning:\n{reasoning}\n"
 CODE_TEMPLATE = "\nCode:\n```python\n{code}\n```\n"
 VARIANT_LEVELS = {"optimized": 2, "original": 1, "degraded": 0}
-CRPL_PAIRS = [("optimized", "original"), ("original", "degraded"), ("optimized", "degraded")]
 HEAD_FILE, RM_CONFIG_FILE = "reward_head.safetensors", "reward_config.json"
 TRAINER_STATE_FILE, OPTIMIZER_FILE, RUN_CONFIG_FILE = "trainer_state.pt", "optimizer.pt", "run_config.json"
 
@@ -144,8 +145,7 @@ def load_reward_model(path, device=None, dtype=None, trust_remote_code=False):
     path = checkpoint
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if isinstance(dtype, str):  # "bf16", "fp16", "fp32" or a torch name such as "bfloat16"
-        short_names = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-        dtype = short_names.get(dtype) or getattr(torch, dtype)
+        dtype = DTYPES.get(dtype) or getattr(torch, dtype)
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     with open(os.path.join(path, RM_CONFIG_FILE)) as f:
         rm_config = json.load(f)
@@ -243,20 +243,6 @@ class Group:
         return self.index[text]
 
 
-def read_jsonl(path):
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            yield lineno, row
-
-
 def parse_variant(value, where, name):
     if isinstance(value, str):
         return value, None
@@ -273,7 +259,7 @@ def read_groups(paths):
     """CRPL records and pair rows from JSONL files -> list[Group], one per distinct problem, in file order."""
     groups, skipped = {}, 0
     for path in paths:
-        for lineno, row in read_jsonl(path):
+        for lineno, row in read_jsonl(path, numbered=True):
             where = f"{path}:{lineno}"
             problem = row.get("problem", row.get("prompt"))
             if not isinstance(problem, str):

@@ -15,6 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import evaluate as E  # noqa: E402
+import synth as S  # noqa: E402
 
 FIX = Path(__file__).parent / "fixtures" / "evaluate"
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,34 +73,34 @@ def test_pass_at_ks_reports_only_k_up_to_min_n():
     ("<think>hmm</think><answer>def g(): pass</answer>", "def g(): pass"),              # answer without a fence
 ])
 def test_extract_code_last_fence(text, code):
-    assert E.extract_code(text) == code
+    assert S.extract_code(text) == code
 
 
 def test_extract_code_livecodebench_rule():
-    assert E.extract_code("intro\n```python\nprint(1)\n```\nmore text", "lcb") == "print(1)"
-    assert E.extract_code("a\n```python\nx=1\n```\n```python\ny=2\n```", "lcb") == "y=2"
-    assert E.extract_code("```python\nprint(1)", "lcb") == ""       # fewer than two fence lines: no code
+    assert S.extract_code("intro\n```python\nprint(1)\n```\nmore text", "lcb") == "print(1)"
+    assert S.extract_code("a\n```python\nx=1\n```\n```python\ny=2\n```", "lcb") == "y=2"
+    assert S.extract_code("```python\nprint(1)", "lcb") == ""       # fewer than two fence lines: no code
 
 
 def test_split_reasoning_and_prompts():
-    assert E.split_reasoning("<think>a</think><answer>b</answer>") == ("a", "b")
-    assert E.split_reasoning("plain") == (None, None)
-    problems, _ = E.load_benchmark("livecodebench", str(FIX / "livecodebench.jsonl"))
-    system, user = E.build_prompt(problems[0], "recode")
+    assert S.split_reasoning("<think>a</think><answer>b</answer>") == ("a", "b")
+    assert S.split_reasoning("plain") == (None, None)
+    problems, _ = S.load_benchmark("livecodebench", str(FIX / "livecodebench.jsonl"))
+    system, user = S.build_prompt(problems[0], "recode")
     assert "<think>" in system and "<answer>" in system and user.startswith("### Question:")
-    system, user = E.build_prompt(problems[0], "instruct")
-    assert system == E.LCB_SYSTEM and "### Format: Read the inputs from stdin" in user
+    system, user = S.build_prompt(problems[0], "instruct")
+    assert system == S.LCB_SYSTEM and "### Format: Read the inputs from stdin" in user
     functional = next(p for p in problems if p["tests"]["base"]["type"] == "call")
-    assert "class Solution" in E.build_prompt(functional, "instruct")[1]
-    math_problem = E.load_benchmark("gsm8k", str(FIX / "gsm8k.jsonl"))[0][0]
-    assert "\\boxed" in E.build_prompt(math_problem, "recode", "math")[0]
+    assert "class Solution" in S.build_prompt(functional, "instruct")[1]
+    math_problem = S.load_benchmark("gsm8k", str(FIX / "gsm8k.jsonl"))[0][0]
+    assert "\\boxed" in S.build_prompt(math_problem, "recode", "math")[0]
 
 
 def test_solution_from_output_adds_prompt_imports():
-    p = E.load_benchmark("humaneval", str(FIX / "humaneval.jsonl"))[0][0]
-    code = E.solution_from_output(p, "```python\ndef add(xs: List[int], y: int):\n    return xs\n```", "last_fence")
+    p = S.load_benchmark("humaneval", str(FIX / "humaneval.jsonl"))[0][0]
+    code = S.solution_from_output(p, "```python\ndef add(xs: List[int], y: int):\n    return xs\n```", "last_fence")
     assert code.startswith("from typing import List\n")
-    assert E.solution_from_output(p, "", "last_fence") == ""                 # empty stays empty (a failed sample)
+    assert S.solution_from_output(p, "", "last_fence") == ""                 # empty stays empty (a failed sample)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -125,7 +126,7 @@ def test_solution_from_output_adds_prompt_imports():
     ("\\{1,2\\}", "\\{2,1\\}"),
 ])
 def test_math_answers_match(pred, gold):
-    assert E.math_answers_match(pred, gold)
+    assert S.math_answers_match(pred, gold)
 
 
 @pytest.mark.parametrize("pred, gold", [
@@ -135,23 +136,23 @@ def test_math_answers_match(pred, gold):
     ("\\{1,2\\}", "\\{1,3\\}"), ("x^2+1", "x^2-1"), ("3", "3\\sqrt2"), ("-\\frac{3}{4}", "\\frac{3}{4}"),
 ])
 def test_math_answers_differ(pred, gold):
-    assert not E.math_answers_match(pred, gold)
+    assert not S.math_answers_match(pred, gold)
 
 
 def test_math_extraction():
-    assert E.all_boxed("\\boxed{\\frac{1}{2}} and \\fbox{3} and \\boxed 5$") == ["\\frac{1}{2}", "3", "5"]
-    assert E.extract_math_answer("so \\boxed{a} then \\boxed{\\{1, 2\\}}") == "\\{1, 2\\}"
-    assert E.extract_math_answer("cut off \\boxed{\\frac{1}{") is None
-    assert E.extract_math_answer("work\n#### 1,200") == "1,200"
-    assert E.score_math("<think>2 or 3</think><answer>\\boxed{2} and \\boxed{3}</answer>", "2, 3")
-    assert E.score_math("the answer is \\boxed{1200}", "1200")
-    assert not E.score_math("the answer is 1200", "1200")             # no boxed or #### answer: not credited
+    assert S.all_boxed("\\boxed{\\frac{1}{2}} and \\fbox{3} and \\boxed 5$") == ["\\frac{1}{2}", "3", "5"]
+    assert S.extract_math_answer("so \\boxed{a} then \\boxed{\\{1, 2\\}}") == "\\{1, 2\\}"
+    assert S.extract_math_answer("cut off \\boxed{\\frac{1}{") is None
+    assert S.extract_math_answer("work\n#### 1,200") == "1,200"
+    assert S.score_math("<think>2 or 3</think><answer>\\boxed{2} and \\boxed{3}</answer>", "2, 3")
+    assert S.score_math("the answer is \\boxed{1200}", "1200")
+    assert not S.score_math("the answer is 1200", "1200")             # no boxed or #### answer: not credited
     # several boxes: the last one counts (or all of them together, as a list)
-    assert E.score_math("first \\boxed{3}, then fixed: \\boxed{4}", "4")
-    assert not E.score_math("first \\boxed{3}, then fixed: \\boxed{4}", "3")
-    assert E.score_math("<think>maybe \\boxed{1}</think><answer>\\boxed{2}</answer>", "2")  # <answer> wins
-    assert E.score_math("\\boxed{\\frac{1}{\\sqrt{2}}}", "\\frac{\\sqrt2}{2}")                # nested braces
-    assert E.score_math("\\boxed{{5}}", "5") and E.score_math("\\boxed{ 5 }", "5")
+    assert S.score_math("first \\boxed{3}, then fixed: \\boxed{4}", "4")
+    assert not S.score_math("first \\boxed{3}, then fixed: \\boxed{4}", "3")
+    assert S.score_math("<think>maybe \\boxed{1}</think><answer>\\boxed{2}</answer>", "2")  # <answer> wins
+    assert S.score_math("\\boxed{\\frac{1}{\\sqrt{2}}}", "\\frac{\\sqrt2}{2}")                # nested braces
+    assert S.score_math("\\boxed{{5}}", "5") and S.score_math("\\boxed{ 5 }", "5")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -159,22 +160,22 @@ def test_math_extraction():
 
 
 def test_humaneval_and_mbpp_loaders():
-    he, info = E.load_benchmark("humaneval", str(FIX / "humaneval.jsonl"))
+    he, info = S.load_benchmark("humaneval", str(FIX / "humaneval.jsonl"))
     assert [p["task_id"] for p in he] == ["HumanEval/0", "HumanEval/1"] and len(info[0]["sha256"]) == 64
     assert he[0]["tests"]["base"]["program"].rstrip().endswith("check(add)")
-    mbpp, _ = E.load_benchmark("mbpp", str(FIX / "mbpp.jsonl"))
+    mbpp, _ = S.load_benchmark("mbpp", str(FIX / "mbpp.jsonl"))
     assert [p["task_id"] for p in mbpp] == ["Mbpp/11", "Mbpp/12"]       # task 600 is outside the test split
     program = mbpp[1]["tests"]["base"]["program"]
     assert program.index("root = Node(1)") < program.index("assert count_nodes(root)")
 
 
 def test_evalplus_loaders_restore_types_and_pick_oracles():
-    hep = {p["task_id"]: p for p in E.load_benchmark("humaneval+", str(FIX / "humanevalplus.jsonl"))[0]}
+    hep = {p["task_id"]: p for p in S.load_benchmark("humaneval+", str(FIX / "humanevalplus.jsonl"))[0]}
     assert hep["HumanEval/0"]["tests"]["plus"]["cases"][1] == {"args": [[10 ** 20], 1], "expected": [10 ** 20 + 1]}
     assert hep["HumanEval/0"]["tests"]["base"]["atol"] == 0
     assert hep["HumanEval/2"]["tests"]["base"]["atol"] == 1e-6          # float outputs get EvalPlus's tolerance
     assert hep["HumanEval/32"]["tests"]["plus"]["type"] == "assert"     # find_zero: |poly(x)| <= atol
-    mbpp = {p["task_id"]: p for p in E.load_benchmark("mbpp+", str(FIX / "mbppplus.jsonl"))[0]}
+    mbpp = {p["task_id"]: p for p in S.load_benchmark("mbpp+", str(FIX / "mbppplus.jsonl"))[0]}
     case = mbpp["Mbpp/106"]["tests"]["base"]["cases"][0]
     assert case == {"args_py": "[[5, 6, 7], (9, 10)]", "expected": [9, 10, 5, 6, 7]}
     assert "(3, 4, 5, 6)" in mbpp["Mbpp/2"]["tests"]["base"]["program"]   # tuples restored, set-equality oracle
@@ -183,33 +184,33 @@ def test_evalplus_loaders_restore_types_and_pick_oracles():
 
 
 def test_expected_outputs_are_cached_by_dataset_hash(monkeypatch):
-    E.load_benchmark("mbpp+", str(FIX / "mbppplus.jsonl"))
-    monkeypatch.setattr(E, "run_jobs", lambda *a, **k: pytest.fail("expected outputs were recorded twice"))
-    problems, _ = E.load_benchmark("mbpp+", str(FIX / "mbppplus.jsonl"))
+    S.load_benchmark("mbpp+", str(FIX / "mbppplus.jsonl"))
+    monkeypatch.setattr(S, "run_jobs", lambda *a, **k: pytest.fail("expected outputs were recorded twice"))
+    problems, _ = S.load_benchmark("mbpp+", str(FIX / "mbppplus.jsonl"))
     assert len(problems) == 4 and all(p["tests"] and not p["reference_check"] for p in problems)
 
 
 def test_livecodebench_loader_decodes_and_selects():
-    problems, _ = E.load_benchmark("livecodebench", str(FIX / "livecodebench.jsonl"))
+    problems, _ = S.load_benchmark("livecodebench", str(FIX / "livecodebench.jsonl"))
     by_id = {p["task_id"]: p for p in problems}
     stdio = by_id["abc001_a"]["tests"]["base"]
     assert stdio["type"] == "stdio" and len(stdio["cases"]) == 3       # 1 public + 2 compressed private
     call = by_id["3000"]["tests"]["base"]
     assert call["fn_name"] == "maxPairSum" and call["cases"][0] == {"args": [[1, 5, 3], 0], "expected": 8}
     assert {p["difficulty"] for p in problems} == {"easy", "medium", "hard"}
-    window, _ = E.load_benchmark("livecodebench", str(FIX / "livecodebench.jsonl"), start_date="2024-01-01",
+    window, _ = S.load_benchmark("livecodebench", str(FIX / "livecodebench.jsonl"), start_date="2024-01-01",
                                  end_date="2024-08-31")
     assert [p["task_id"] for p in window] == ["abc001_a"]
-    assert E.lcb_shards("release_v3") == ["test.jsonl", "test2.jsonl", "test3.jsonl"]
-    assert E.lcb_shards("v2_v3") == ["test2.jsonl", "test3.jsonl"] and E.lcb_shards("v6") == ["test6.jsonl"]
+    assert S.lcb_shards("release_v3") == ["test.jsonl", "test2.jsonl", "test3.jsonl"]
+    assert S.lcb_shards("v2_v3") == ["test2.jsonl", "test3.jsonl"] and S.lcb_shards("v6") == ["test6.jsonl"]
     with pytest.raises(SystemExit, match="lcb-version"):
-        E.lcb_shards("release_v9")
+        S.lcb_shards("release_v9")
 
 
 def test_lcb_private_tests_refuse_anything_but_a_string(tmp_path):
     cases = [{"input": "1\n", "output": "1\n", "testtype": "stdin"}]
     packed = base64.b64encode(zlib.compress(pickle.dumps(json.dumps(cases)))).decode()
-    assert E.decode_lcb_tests(packed) == cases
+    assert S.decode_lcb_tests(packed) == cases
     marker = tmp_path / "pwned"
 
     class Evil:
@@ -217,20 +218,20 @@ def test_lcb_private_tests_refuse_anything_but_a_string(tmp_path):
             return (os.system, (f"touch {marker}",))
     evil = base64.b64encode(zlib.compress(pickle.dumps(Evil()))).decode()
     with pytest.raises(pickle.UnpicklingError, match="only plain str"):
-        E.decode_lcb_tests(evil)
+        S.decode_lcb_tests(evil)
     assert not marker.exists()
     not_str = base64.b64encode(zlib.compress(pickle.dumps([1, 2]))).decode()
     with pytest.raises(pickle.UnpicklingError, match="expected a str"):
-        E.decode_lcb_tests(not_str)
+        S.decode_lcb_tests(not_str)
 
 
 def test_bigcodebench_loader_skips_missing_libraries():
-    problems, _ = E.load_benchmark("bigcodebench", str(FIX / "bigcodebench.jsonl"))
+    problems, _ = S.load_benchmark("bigcodebench", str(FIX / "bigcodebench.jsonl"))
     ok, missing = problems
     assert ok["skip"] is None and ok["code_prefix"] == "import math\ndef task_func(r):\n\n    pass\n"
     assert "surely_not_an_installed_library" in missing["skip"]
-    assert ok["prompt"].startswith(E.CODE_INSTRUCTION) and "Return the area" in ok["prompt"]
-    complete = E.load_benchmark("bigcodebench", str(FIX / "bigcodebench.jsonl"), split="complete")[0][0]
+    assert ok["prompt"].startswith(S.CODE_INSTRUCTION) and "Return the area" in ok["prompt"]
+    complete = S.load_benchmark("bigcodebench", str(FIX / "bigcodebench.jsonl"), split="complete")[0][0]
     assert '"""' in complete["prompt"]
 
 
@@ -239,7 +240,7 @@ def test_mbpp_train_and_validation_splits(tmp_path):
              "test_setup_code": "", "challenge_test_list": []} for t in (3, 11, 510, 511, 600, 601, 974)]
     data = tmp_path / "mbpp.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    ids = {name: [p["task_id"] for p in E.load_benchmark(name, str(data))[0]]
+    ids = {name: [p["task_id"] for p in S.load_benchmark(name, str(data))[0]]
            for name in ("mbpp", "mbpp-train", "mbpp-validation")}
     assert ids == {"mbpp": ["Mbpp/11", "Mbpp/510"], "mbpp-train": ["Mbpp/601", "Mbpp/974"],
                    "mbpp-validation": ["Mbpp/511", "Mbpp/600"]}
@@ -249,7 +250,7 @@ def test_mbpp_train_and_validation_splits(tmp_path):
 
 
 def test_math_loaders_read_gold_answers():
-    gold = {name: [p["answer"] for p in E.load_benchmark(name, str(FIX / f"{name}.jsonl"))[0]]
+    gold = {name: [p["answer"] for p in S.load_benchmark(name, str(FIX / f"{name}.jsonl"))[0]]
             for name in ("gsm8k", "math500", "aime", "minerva")}
     assert gold == {"gsm8k": ["1200", "5"], "math500": ["\\frac{3}{4}", "2\\sqrt{3}"], "aime": ["24"],
                     "minerva": ["1.6"]}
@@ -458,9 +459,9 @@ def test_a_timeout_is_retried_once_before_it_counts(tmp_path, monkeypatch):
 
 
 def test_download_offline_names_data_flag(tmp_path, monkeypatch):
-    monkeypatch.setitem(E.SOURCES, "humaneval", [dict(url="http://127.0.0.1:9/HumanEval.jsonl.gz")])
+    monkeypatch.setitem(S.SOURCES, "humaneval", [dict(url="http://127.0.0.1:9/HumanEval.jsonl.gz")])
     with pytest.raises(SystemExit, match="--data PATH"):
-        E.load_benchmark("humaneval")
+        S.load_benchmark("humaneval")
     env = dict(os.environ, HF_HUB_OFFLINE="1", RECODE_CACHE=str(tmp_path / "hf"))
     run = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--benchmark", "math500", "--samples", "x.jsonl",
                           "--out", str(tmp_path / "o")], capture_output=True, text=True, env=env, cwd=tmp_path)
@@ -468,12 +469,12 @@ def test_download_offline_names_data_flag(tmp_path, monkeypatch):
 
 
 def test_download_checks_pinned_sha256(tmp_path):
-    source = E.SOURCES["humaneval"][0]
+    source = S.SOURCES["humaneval"][0]
     cached = Path(os.environ["RECODE_CACHE"]) / "data" / "humaneval" / source["url"].rsplit("/", 1)[1]
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"not the real file")
     with pytest.raises(SystemExit, match="differs from the pinned"):
-        E.load_benchmark("humaneval")
+        S.load_benchmark("humaneval")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -521,13 +522,13 @@ def test_end_to_end_math_with_tiny_model(tmp_path, tiny_model_dir):
 def test_unrecordable_outputs_fall_back_to_an_in_sandbox_reference(tmp_path, monkeypatch):
     # a canonical solution whose outputs cannot be recorded as plain data (Mbpp/255 returns 1 GB of tuples) is run
     # next to the candidate inside the sandbox instead, with EvalPlus's own comparison
-    record = E.record_expected
+    record = S.record_expected
 
     def record_without(name, tasks, data_sha, workers):
         expected, failures = record(name, tasks, data_sha, workers)
         expected.pop("Mbpp/106")
         return expected, {"Mbpp/106": "runtime_error: pretend the output is not plain data"}
-    monkeypatch.setattr(E, "record_expected", record_without)
+    monkeypatch.setattr(S, "record_expected", record_without)
     res = score(tmp_path, "mbpp+", "mbppplus.jsonl", [
         {"task_id": t, "solution": "def f(): pass"} for t in ("Mbpp/2", "Mbpp/737", "Mbpp/404")] + [
         {"task_id": "Mbpp/106", "solution": "def add_lists(l, t):\n    return t + tuple(l)\n"},

@@ -208,7 +208,7 @@ def test_completion_mask_keeps_first_eos_only():
 def test_format_reward():
     good = "<think>\nsum them\n</think>\n<answer>\n```python\ndef f(a, b):\n    return a + b\n```\n</answer>\n"
     assert grpo.code_format_reward(good) == 1.0
-    assert grpo.code_format_reward(grpo.format_completion("sum them", "def f(): pass")) == 1.0
+    assert grpo.code_format_reward(synth.format_completion("sum them", "def f(): pass")) == 1.0
     bad = [good.replace("<think>", ""), good.replace("```python", "").replace("```", ""), good + "trailing words",
            "<think> </think><answer>\n```python\nx = 1\n```\n</answer>", good.replace("</answer>", "</answer><answer>"),
            "<answer>\n```python\nx = 1\n```\n</answer><think>a</think>", "def f(a, b): return a + b"]
@@ -239,8 +239,8 @@ def test_gate_with_real_execution(monkeypatch, mode, proc_all):
     problem = dict(task_id="add", task="code", prompt="add", code_prefix="", code_prompt="",
                    tests={"base": {"type": "call", "fn_name": "add", "cases": [{"args": [1, 2], "expected": 3},
                                                                                {"args": [2, 2], "expected": 4}]}})
-    texts = [grpo.format_completion("right", "def add(a, b):\n    return a + b"),
-             grpo.format_completion("wrong", "def add(a, b):\n    return a - b"),
+    texts = [synth.format_completion("right", "def add(a, b):\n    return a + b"),
+             synth.format_completion("wrong", "def add(a, b):\n    return a - b"),
              "```python\ndef add(a, b):\n    return a + b\n```"]
     samples = [Sample(0, t, [1], [0.0], "eos", [1]) for t in texts]
     args = grpo.parse_args(["--reward", mode, "--exec-workers", "2"] + (["--proc-all"] if proc_all else []))
@@ -400,8 +400,8 @@ def scripted_generate(model, tokenizer, prompts, n=1, seed=0, temperature=1.0, *
     """Stands in for the engine: per prompt, a right, a wrong and a badly formatted answer in turn (greedy: the
     right one), so rewards, the gate and the evaluation have known outcomes."""
     from synth import encode_prompt
-    texts = [grpo.format_completion("add them", "def add(a, b):\n    return a + b"),
-             grpo.format_completion("subtract them", "def add(a, b):\n    return a - b"),
+    texts = [synth.format_completion("add them", "def add(a, b):\n    return a + b"),
+             synth.format_completion("subtract them", "def add(a, b):\n    return a - b"),
              "def add(a, b):\n    return a * b"]
     samples = []
     for i, prompt in enumerate(prompts):

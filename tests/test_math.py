@@ -18,7 +18,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import grpo  # noqa: E402
-from evaluate import score_math, split_reasoning  # noqa: E402
+import synth  # noqa: E402
+from synth import score_math, split_reasoning  # noqa: E402
 from synth import TOY_MATH_OPS, Sample, toy_math_tasks  # noqa: E402
 
 PROBLEM = dict(task_id="apples", task="math", prompt="Ann has 3 bags of 4 apples and eats 2. How many are left?",
@@ -34,7 +35,7 @@ def sample(text):
 
 
 def test_math_format_reward():
-    good = grpo.format_math_completion("3 * 4 = 12, 12 - 2 = 10", "10")
+    good = synth.format_math_completion("3 * 4 = 12, 12 - 2 = 10", "10")
     assert good == "<think>\n3 * 4 = 12, 12 - 2 = 10\n</think>\n<answer>\n\\boxed{10}\n</answer>"
     assert grpo.math_format_reward(good) == 1.0
     assert grpo.math_format_reward(good.replace("\\boxed{10}", "\\boxed{\\frac{1}{2}}")) == 1.0  # nested braces
@@ -44,13 +45,13 @@ def test_math_format_reward():
            good.replace("<think>\n3 * 4 = 12, 12 - 2 = 10\n</think>", "<think> </think>"),  # no reasoning
            "<think>\n3 * 4 = 12\n</think>\n\\boxed{10}",             # the box outside <answer>
            good + " and more", good.replace("</answer>", "</answer><answer>"),
-           grpo.format_completion("x", "print(10)")]                 # a code answer is not a math answer
+           synth.format_completion("x", "print(10)")]                 # a code answer is not a math answer
     assert [grpo.math_format_reward(t) for t in bad] == [0.0] * len(bad)
 
 
 def test_math_outcome_uses_the_benchmark_checker():
-    texts = [grpo.format_math_completion("r", "10"), grpo.format_math_completion("r", "10.0"),
-             grpo.format_math_completion("r", "\\frac{20}{2}"), grpo.format_math_completion("r", "12"),
+    texts = [synth.format_math_completion("r", "10"), synth.format_math_completion("r", "10.0"),
+             synth.format_math_completion("r", "\\frac{20}{2}"), synth.format_math_completion("r", "12"),
              "<think>r</think><answer>\\boxed{12} then \\boxed{10}</answer>", "the answer is 10"]
     rewards = grpo.math_outcome_reward(None, [PROBLEM] * len(texts), [sample(t) for t in texts])
     assert rewards == [1.0, 1.0, 1.0, 0.0, 1.0, 0.0]
@@ -70,8 +71,8 @@ def test_gated_math_reward_on_hand_made_samples(monkeypatch, mode, proc_all):
         return [0.9] * len(reasonings)
 
     monkeypatch.setattr(reward, "score", fake_score)
-    texts = [grpo.format_math_completion("3 bags of 4 is 12; eating 2 leaves 10.", "10"),
-             grpo.format_math_completion("3 bags of 4 is 7; eating 2 leaves 5.", "5"),
+    texts = [synth.format_math_completion("3 bags of 4 is 12; eating 2 leaves 10.", "10"),
+             synth.format_math_completion("3 bags of 4 is 7; eating 2 leaves 5.", "5"),
              "3 * 4 - 2 = \\boxed{10}"]
     args = grpo.parse_args(["--reward", mode] + (["--proc-all"] if proc_all else []))
     parts = grpo.compute_rewards(args, [PROBLEM] * 3, [sample(t) for t in texts], (None, None))
@@ -89,8 +90,8 @@ def test_mixed_code_and_math_batch(monkeypatch):
                         [0.5 if c is None else 0.25 for c in codes])
     code_problem = dict(task_id="add", task="code", prompt="add", code_prefix="", code_prompt="",
                         tests={"base": {"type": "call", "fn_name": "add", "cases": [{"args": [1, 2], "expected": 3}]}})
-    texts = [grpo.format_completion("sum", "def add(a, b):\n    return a + b"), grpo.format_math_completion("r", "10"),
-             grpo.format_math_completion("r", "11")]
+    texts = [synth.format_completion("sum", "def add(a, b):\n    return a + b"), synth.format_math_completion("r", "10"),
+             synth.format_math_completion("r", "11")]
     args = grpo.parse_args(["--reward", "gated", "--exec-workers", "1"])
     parts = grpo.compute_rewards(args, [code_problem, PROBLEM, PROBLEM], [sample(t) for t in texts], (None, None))
     assert parts["r_fmt"].tolist() == [1.0, 1.0, 1.0] and parts["r_out"].tolist() == [1.0, 1.0, 0.0]
@@ -107,19 +108,19 @@ def test_math_problems_in_the_training_format(tmp_path):
             {"prompt": "add", "tests": {"type": "call", "fn_name": "f", "cases": [{"args": [], "expected": 1}]}}]
     path = tmp_path / "mixed.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    problems = grpo.load_problems([str(path)])
+    problems = synth.load_problems([str(path)])
     assert [p["task"] for p in problems] == ["math", "math", "code"] and problems[0]["answer"] == "2"
-    assert grpo.completion_target(problems[0]) == grpo.format_math_completion("one and one", "2")
-    assert grpo.completion_target(problems[1]) == rows[1]["completion"]
+    assert synth.completion_target(problems[0]) == synth.format_math_completion("one and one", "2")
+    assert synth.completion_target(problems[1]) == rows[1]["completion"]
     chatless = type("Tokenizer", (), dict(chat_template=None, name_or_path="plain"))()
     prompt = grpo.prompt_text(grpo.parse_args(["--prompt-format", "recode"]), chatless, problems[0])
     assert prompt.endswith("1+1?") and "\\boxed" in prompt and "```python" not in prompt  # the math system prompt
     (tmp_path / "bad.jsonl").write_text(json.dumps({"prompt": "x", "task": "math"}) + "\n")
     with pytest.raises(SystemExit, match=r"bad.jsonl:1: a math problem needs an 'answer'"):
-        grpo.load_problems([str(tmp_path / "bad.jsonl")])
+        synth.load_problems([str(tmp_path / "bad.jsonl")])
     (tmp_path / "noref.jsonl").write_text(json.dumps({"prompt": "x", "answer": "1"}) + "\n")
     with pytest.raises(SystemExit, match=r"noref.jsonl:1: --algo sft needs 'reference' \{reasoning, answer\}"):
-        grpo.load_problems([str(tmp_path / "noref.jsonl")], need_reference=True)
+        synth.load_problems([str(tmp_path / "noref.jsonl")], need_reference=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -144,7 +145,7 @@ def test_toy_math_tasks_are_deterministic_held_out_by_chain_and_right():
         assert all(1 <= int(c) <= 20 for *_, c in steps)  # small numbers, so a tiny model can learn them
         assert steps[-1][3] == t["answer"] == t["reference"]["answer"]
         assert re.search(r"has (\d+) ", t["prompt"])[1] == steps[0][0]  # the chain starts from the story's amount
-        completion = grpo.completion_target(t)
+        completion = synth.completion_target(t)
         assert grpo.math_format_reward(completion) == 1.0 and score_math(completion, t["answer"])
         assert split_reasoning(completion)[0].strip() == reasoning
 

@@ -765,7 +765,7 @@ def test_local_teacher_replies_that_are_not_recode_format_become_failures(tokeni
 
 
 def lcb_fixture():
-    from evaluate import load_benchmark, load_samples
+    from synth import load_benchmark, load_samples
     problems = {p["task_id"]: p for p in load_benchmark("livecodebench", str(FIXTURES / "lcb.jsonl"))[0]}
     return problems, load_samples(FIXTURES / "lcb_samples.jsonl", set(problems))
 

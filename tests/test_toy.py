@@ -17,7 +17,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import grpo  # noqa: E402
-from evaluate import extract_code, split_reasoning  # noqa: E402
+import synth  # noqa: E402
+from synth import extract_code, split_reasoning  # noqa: E402
 from execute import run_jobs  # noqa: E402
 from synth import TOY_FILTERS, TOY_MAPS, TOY_REDUCERS, toy_tasks  # noqa: E402
 
@@ -42,7 +43,7 @@ def test_toy_tasks_are_deterministic_and_held_out_by_template():
 def test_toy_references_are_recode_format_and_pass_their_tests():
     train, heldout = toy_tasks(seed=0, per_template=2)
     tasks = train + heldout
-    completions = [grpo.format_completion(t["reference"]["reasoning"], t["reference"]["code"]) for t in tasks]
+    completions = [synth.format_completion(t["reference"]["reasoning"], t["reference"]["code"]) for t in tasks]
     assert all(grpo.code_format_reward(c) == 1.0 for c in completions)
     assert all(split_reasoning(c)[0].strip() == t["reference"]["reasoning"] for c, t in zip(completions, tasks))
     assert all(extract_code(c) == t["reference"]["code"] for c, t in zip(completions, tasks))
