@@ -52,7 +52,6 @@ import math
 import os
 import random
 import re
-import shutil
 import sys
 import time
 from contextlib import contextmanager, nullcontext
@@ -70,6 +69,9 @@ from torch.utils.checkpoint import checkpoint
 from tqdm import tqdm
 from transformers.cache_utils import DynamicCache
 
+import reward
+from reward import (begin_checkpoint, checkpoint_paths, commit_checkpoint, enable_grad_ckpt, latest_checkpoint,
+                    lr_multiplier, pack_by_budget, setup_distributed, shard_layers, truncate_metrics)
 from synth import (all_boxed, build_prompt, completion_target, encode_prompt, eos_token_ids, extract_code, fail,
                    format_prompt, generate, load_model, load_problems, read_jsonl, score_math, solution_from_output,
                    split_reasoning, task_jobs)
@@ -302,13 +304,12 @@ def compute_rewards(args, problems, samples, reward_model):
     if args.reward != "outcome":
         scored = [i for i in range(n) if args.reward == "ungated" or args.proc_all or r_out[i] == 1]
         if scored:
-            from reward import score  # only runs that use a reward model pay for importing it
             reasonings = [split_reasoning(samples[i].text)[0] for i in scored]
-            r_proc[scored] = score(reward_model[0], reward_model[1], [problems[i]["prompt"] for i in scored],
-                                   [r if r is not None else samples[i].text for r, i in zip(reasonings, scored)],
-                                   codes=[extract_code(samples[i].text) if problems[i]["task"] == "code" else None
-                                          for i in scored],
-                                   batch_size=args.rm_batch_size)
+            r_proc[scored] = reward.score(reward_model[0], reward_model[1], [problems[i]["prompt"] for i in scored],
+                                          [r if r is not None else samples[i].text for r, i in zip(reasonings, scored)],
+                                          codes=[extract_code(samples[i].text) if problems[i]["task"] == "code" else None
+                                                 for i in scored],
+                                          batch_size=args.rm_batch_size)
     return dict(r_fmt=r_fmt, r_out=r_out, r_proc=r_proc,
                 reward=combine_rewards(r_fmt, r_out, r_proc, args.reward, args.proc_weight))
 
@@ -452,14 +453,7 @@ class Policy(nn.Module):
 def micro_batches(lengths, token_budget):
     """Sequence indices grouped so that rows x longest row <= token_budget (a longer sequence goes alone); longest
     first, so that padding is small and an out-of-memory shows up at the first micro-batch."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches = []
-    for i in order:
-        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= token_budget:
-            batches[-1].append(i)
-        else:
-            batches.append([i])
-    return batches
+    return pack_by_budget(sorted(range(len(lengths)), key=lambda i: -lengths[i]), [[n] for n in lengths], token_budget)
 
 
 def collate(seqs, pad_id, device, share_prompts=False):
@@ -505,20 +499,6 @@ def collate(seqs, pad_id, device, share_prompts=False):
 # Distributed setup, model, optimizer
 
 
-def setup_distributed():
-    """(rank, world, device). Under torchrun: one process per GPU (NCCL), or gloo on CPU."""
-    cuda = torch.cuda.is_available()
-    if "RANK" not in os.environ:
-        return 0, 1, torch.device("cuda" if cuda else "cpu")
-    local_rank = int(os.environ["LOCAL_RANK"])
-    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
-    return dist.get_rank(), dist.get_world_size(), device
-
-
 def barrier():
     if dist.is_initialized():
         dist.barrier()
@@ -558,12 +538,8 @@ def build_policy(args, path, device, world, trainable=True):
     lm, tokenizer = load_model(path, dtype=dtype, device="cpu" if sharded else device,
                                trust_remote_code=args.trust_remote_code)
     lm.config.use_cache = False
-    if trainable and args.grad_ckpt:  # transformers 5 renamed it
-        enable = getattr(lm, "activation_checkpointing_enable", None)
-        if enable is not None:
-            enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if trainable and args.grad_ckpt:
+        enable_grad_ckpt(lm)
         # transformers also hooks the embeddings so their output requires grad, which only adapters under reentrant
         # checkpointing need (here every weight is trained); the hook would also keep generate() off its fast step
         getattr(lm, "disable_input_require_grads", lambda: None)()
@@ -572,16 +548,12 @@ def build_policy(args, path, device, world, trainable=True):
     policy.requires_grad_(trainable)
     module = policy
     if sharded:
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy
         mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
             if args.precision == "bf16" and trainable else MixedPrecisionPolicy()
-        layer_classes = set(getattr(lm, "_no_split_modules", None) or [])
-        layers = [m for m in lm.modules() if type(m).__name__ in layer_classes]
-        if not layers:
+        if not getattr(lm, "_no_split_modules", None):
             fail(f"{path}: cannot find decoder layers to shard ({type(lm).__name__} lists no _no_split_modules)")
-        for layer in layers:
-            fully_shard(layer, mp_policy=mp)
-        fully_shard(policy, mp_policy=mp)
+        shard_layers(policy, lm, mp)
         policy.to(device)
         with torch.no_grad():  # the first forward through the root makes it FSDP's root before decoding calls lm
             policy(torch.zeros((1, 2), dtype=torch.long, device=device), torch.tensor([0], device=device),
@@ -623,38 +595,13 @@ def set_grad_sync(module, on):
         module.set_requires_gradient_sync(on)
 
 
-def lr_lambda(args, total_updates):
-    def multiplier(update):
-        if update < args.warmup_steps:
-            return (update + 1) / args.warmup_steps
-        progress = (update - args.warmup_steps) / max(1, total_updates - args.warmup_steps)
-        if args.lr_schedule == "linear":
-            return max(0.0, 1 - progress)
-        if args.lr_schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        return 1.0
-    return multiplier
-
-
 # -----------------------------------------------------------------------------
 # Checkpoints: HF model + tokenizer, optimizer, scheduler, RNG, step; written to a temporary directory and renamed
 
 
-def list_checkpoints(out):
-    found = [d for d in os.listdir(out) if re.fullmatch(r"step_\d+", d)
-             and os.path.isfile(os.path.join(out, d, "trainer_state.pt"))] if os.path.isdir(out) else []
-    return [os.path.join(out, d) for d in sorted(found)]
-
-
-def latest_checkpoint(out):
-    found = list_checkpoints(out)
-    return found[-1] if found else None
-
-
 def save_checkpoint(args, policy, tokenizer, optimizer, scheduler, step, rank, world):
     sharded = args.parallel == "fsdp"
-    final = os.path.join(args.out, f"step_{step:06d}")
-    tmp = os.path.join(args.out, f".tmp_step_{step:06d}")
+    tmp, final = begin_checkpoint(args.out, step) if rank == 0 else checkpoint_paths(args.out, step)
     state = None
     if sharded:  # a collective: every rank takes part, rank 0 receives the full weights on CPU
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
@@ -669,7 +616,6 @@ def save_checkpoint(args, policy, tokenizer, optimizer, scheduler, step, rank, w
                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
     rngs = all_gather_objects(rng)
     if rank == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
         policy.lm.save_pretrained(tmp, state_dict=state)
         tokenizer.save_pretrained(tmp)
     barrier()
@@ -684,10 +630,7 @@ def save_checkpoint(args, policy, tokenizer, optimizer, scheduler, step, rank, w
                    os.path.join(tmp, "trainer_state.pt"))
         with open(os.path.join(tmp, "run_config.json"), "w") as f:
             json.dump(vars(args), f, indent=1)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)  # atomic: a kill before this line leaves the previous checkpoint as the newest
-        for old in list_checkpoints(args.out)[:-args.keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        commit_checkpoint(tmp, final, args.out, args.keep)
     barrier()
 
 
@@ -907,8 +850,8 @@ def train(args):
         with open(os.path.join(args.out, "config.json"), "w") as f:
             json.dump(vars(args), f, indent=1)
 
-    problems = load_problems(args.data, args.data_benchmark, need_reference=args.algo == "sft")
-    eval_problems = load_problems(args.eval_data, args.eval_benchmark) if args.eval_data else []
+    problems = load_problems(args.data, args.data_benchmark, need_reference=args.algo == "sft", tasks=TASKS)
+    eval_problems = load_problems(args.eval_data, args.eval_benchmark, tasks=TASKS) if args.eval_data else []
     if args.eval_limit:
         eval_problems = eval_problems[:args.eval_limit]
     resume_from = latest_checkpoint(args.out) if args.resume else None
@@ -917,23 +860,20 @@ def train(args):
     ref_policy = build_policy(args, args.model, device, world, trainable=False)[0] if args.beta else None
     reward_model = None
     if args.algo == "grpo" and args.reward != "outcome":
-        from reward import load_reward_model
-        reward_model = load_reward_model(args.reward_model, device=args.rm_device or device)
+        reward_model = reward.load_reward_model(args.reward_model, device=args.rm_device or device)
     eos_ids = set(eos_token_ids(policy.lm, tokenizer))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids)
     sft_eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else min(eos_ids)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args, args.steps * args.num_iterations))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, 
+        lambda update: lr_multiplier(args.lr_schedule, update, args.steps * args.num_iterations, args.warmup_steps))
     start_step = load_trainer_state(args, resume_from, optimizer, scheduler, rank, world) if resume_from else 0
     print0(f"{len(problems)} training problems, {world} rank(s), {args.parallel}, {args.precision}, "
            f"starting at step {start_step}" + (f" (resumed from {resume_from})" if resume_from else ""))
 
     metrics_path = os.path.join(args.out, "metrics.jsonl")
     if master and os.path.exists(metrics_path):  # drop the lines of steps the resumed run will redo
-        with open(metrics_path) as f:
-            kept = [line for line in f if line.strip() and json.loads(line)["step"] <= start_step]
-        with open(metrics_path, "w") as f:
-            f.writelines(kept)
+        truncate_metrics(metrics_path, start_step)
     wandb_run = None
     if master and args.wandb_project:
         try:
@@ -1159,7 +1099,6 @@ def toy_train(argv, out_dir, steps):
 
 def toy_reward_model(cfg, out, crpl, warm_start):
     """reward.py trains the reward model on the train tasks' CRPL records, from the warm start's weights."""
-    import reward
     rm_dir = os.path.join(out, "rm")
     s = cfg["rm"]
     done = reward.latest_checkpoint(rm_dir)
@@ -1178,7 +1117,6 @@ def toy_reward_model(cfg, out, crpl, warm_start):
 
 def toy_rm_accuracy(rm, crpl_heldout):
     """The reward model's pairwise accuracy on the held-out tasks' CRPL pairs, and that of 'the longer wins'."""
-    import reward
     summary, _ = reward.evaluate(rm[0], rm[1], reward.read_groups([crpl_heldout]))
     return summary["all"]["acc"], summary["all"]["longer_wins"]
 
@@ -1254,7 +1192,8 @@ def toy_world(args):
     if master and not os.path.exists(settings_path):
         with open(settings_path, "w") as f:
             json.dump(cfg, f, indent=1)
-    print0(f"toy world: no --model given, so the CPU toy pipeline runs in {out} ({world} rank(s)):\n"
+    print0(f"toy world (no --model; --model trains a real model): the whole pipeline, SFT -> reward model -> outcome, "
+           f"ungated and gated GRPO, on tiny models on this CPU, about 10 minutes, in {out} ({world} rank(s)):\n"
            + json.dumps(cfg, indent=1))
 
     toy_stage("1/6 tasks and CRPL variants (synth.py, toy teacher)", t0)
@@ -1272,8 +1211,7 @@ def toy_world(args):
                      os.path.join(out, "sft"), s["steps"])
     toy_stage("4/6 reward model (reward.py, Bradley-Terry on the CRPL pairs of the training tasks)", t0)
     rm_dir = toy_reward_model(cfg, out, crpl, warm)
-    from reward import load_reward_model
-    rm = load_reward_model(rm_dir, device=device)
+    rm = reward.load_reward_model(rm_dir, device=device)
     rl = cfg["rl"]
     rl_argv = ["--data", paths["train"], "--reward-model", rm_dir, "--batch-size", str(rl["batch_size"]),
                "--group-size", str(rl["group_size"]), "--max-new-tokens", str(rl["max_new_tokens"]),
@@ -1286,7 +1224,7 @@ def toy_world(args):
         runs[name] = os.path.join(out, mode)
         policies[name] = toy_train(["--model", warm, "--reward", mode] + rl_argv, runs[name], rl["steps"])
     toy_stage("6/6 held-out evaluation (greedy pass@1, R_proc, reasoning length)", t0)
-    heldout = load_problems([paths["heldout"]])
+    heldout = load_problems([paths["heldout"]], tasks=TASKS)
     eval_args = parse_args(["--prompt-format", "raw", "--max-new-tokens", str(rl["max_new_tokens"]),
                             "--exec-workers", str(default_workers())])
     table = {}

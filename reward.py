@@ -65,7 +65,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from synth import CRPL_PAIRS, DTYPES, read_jsonl
+from synth import CRPL_PAIRS, DTYPES, fail, read_jsonl
 
 PROMPT_TEMPLATE = "Problem:\n{problem}\n\nReasoning:\n{reasoning}\n"
 CODE_TEMPLATE = "\nCode:\n```python\n{code}\n```\n"
@@ -350,11 +350,82 @@ def print_summary(name, summary):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Checkpoints: out/step_000100/ holds the reward model (HF format), trainer_state.pt, optimizer.pt, run_config.json.
-# A save writes out/.tmp_step_*/ and renames it, so a kill mid-save leaves the previous checkpoint intact.
+# Trainer plumbing shared with grpo.py (which imports it from here): processes, schedule, packing, the model
+# wrappers, metrics, and the checkpoint group below.
 
+
+def setup_distributed(use_cuda=None):
+    """(rank, world, device). Under torchrun: join the process group once (NCCL on GPUs, gloo on CPU)."""
+    cuda = torch.cuda.is_available() if use_cuda is None else use_cuda
+    if "RANK" not in os.environ:
+        return 0, 1, torch.device("cuda" if cuda else "cpu")
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def lr_multiplier(schedule, step, total_steps, warmup_steps):
+    """Linear warmup, then constant, linear or cosine decay to 0 (--lr-schedule of both trainers)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    done = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return {"constant": 1.0, "linear": 1.0 - done, "cosine": 0.5 * (1.0 + math.cos(math.pi * done))}[schedule]
+
+
+def pack_by_budget(ids, lengths, token_budget):
+    """ids packed in order into micro-batches while rows x longest row fits token_budget; lengths[i] lists the row
+    lengths of id i (one sequence, or a reward-model group kept whole). An id that alone exceeds it goes alone."""
+    micro, current, n_rows, longest = [], [], 0, 0
+    for i in ids:
+        rows, top = len(lengths[i]), max(lengths[i])
+        if current and (n_rows + rows) * max(longest, top) > token_budget:
+            micro.append(current)
+            current, n_rows, longest = [], 0, 0
+        current.append(i)
+        n_rows, longest = n_rows + rows, max(longest, top)
+    return micro + [current] if current else micro
+
+
+def enable_grad_ckpt(model):
+    """Non-reentrant activation checkpointing under either transformers name (5.x renamed it; the old one warns)."""
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def shard_layers(root, model, mp_policy, mesh=None):
+    """FSDP2: shard every decoder layer of `model` (its _no_split_modules classes), then `root`. Returns the
+    number of layers sharded (0: the model names no layer class, only the root is sharded)."""
+    from torch.distributed.fsdp import fully_shard
+    layer_classes = set(getattr(model, "_no_split_modules", None) or [])
+    layers = [m for m in model.modules() if type(m).__name__ in layer_classes]
+    for layer in layers:
+        fully_shard(layer, mesh=mesh, mp_policy=mp_policy)
+    fully_shard(root, mesh=mesh, mp_policy=mp_policy)
+    return len(layers)
+
+
+def truncate_metrics(path, step):
+    """On resume: keep the lines of metrics.jsonl up to the checkpoint's step; the run logs the later ones again."""
+    kept = []
+    if os.path.exists(path):
+        with open(path) as f:
+            kept = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
+    with open(path, "w") as f:
+        f.writelines(kept)
+
+
+# Checkpoints: OUT/step_000100/ with trainer_state.pt written last; a save fills OUT/.tmp_step_000100/ and renames
+# it, so a kill mid-save leaves the previous checkpoint the newest one.
 
 def list_checkpoints(out):
+    """Complete checkpoints (those with a trainer_state.pt) of a run directory, oldest first by step number."""
     if not os.path.isdir(out):
         return []
     names = [n for n in os.listdir(out) if n.startswith("step_") and n[5:].isdigit()]
@@ -367,6 +438,38 @@ def latest_checkpoint(out):
     return found[-1] if found else None
 
 
+def checkpoint_paths(out, step):
+    """(temporary directory, final directory) of the save of a step."""
+    return os.path.join(out, f".tmp_step_{step:06d}"), os.path.join(out, f"step_{step:06d}")
+
+
+def begin_checkpoint(out, step):
+    """checkpoint_paths, with the temporary directory emptied of an earlier killed try (rank 0 only)."""
+    tmp, final = checkpoint_paths(out, step)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return tmp, final
+
+
+def commit_checkpoint(tmp, final, out, keep):
+    """The last act of a save (rank 0), after trainer_state.pt: the atomic rename, then all but the newest `keep`
+    checkpoints go."""
+    shutil.rmtree(final, ignore_errors=True)  # the same step saved again after a resume
+    os.replace(tmp, final)  # atomic: a kill before this line leaves the previous checkpoint as the newest
+    for old in list_checkpoints(out)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_unfinished_saves(out):
+    """Leftovers of a save that was killed before its rename (rank 0, at start)."""
+    for name in os.listdir(out) if os.path.isdir(out) else []:
+        if name.startswith(".tmp_step_"):
+            shutil.rmtree(os.path.join(out, name), ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The reward model's checkpoints: the model (HF format + head), optimizer.pt, run_config.json, trainer_state.pt
+
+
 def save_checkpoint(args, raw_model, tokenizer, optimizer, step, n_groups, rank, distributed, fsdp):
     if fsdp:  # collectives: every rank takes part, rank 0 gets full tensors
         from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
@@ -377,20 +480,14 @@ def save_checkpoint(args, raw_model, tokenizer, optimizer, step, n_groups, rank,
     else:
         model_state, optimizer_state = raw_model.state_dict(), optimizer.state_dict()
     if rank == 0:
-        final = os.path.join(args.out, f"step_{step:06d}")
-        tmp = os.path.join(args.out, f".tmp_step_{step:06d}")
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp, final = begin_checkpoint(args.out, step)
         save_reward_model(raw_model, tokenizer, tmp, model_state)
         torch.save(optimizer_state, os.path.join(tmp, OPTIMIZER_FILE))
         rng = {"python": random.getstate(), "torch": torch.get_rng_state()}
         torch.save({"step": step, "n_groups": n_groups, "rng": rng}, os.path.join(tmp, TRAINER_STATE_FILE))
         with open(os.path.join(tmp, RUN_CONFIG_FILE), "w") as f:
             json.dump(vars(args), f, indent=2)
-        if os.path.exists(final):  # the same step saved again after a resume
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        for old in list_checkpoints(args.out)[:-args.keep]:
-            shutil.rmtree(old)
+        commit_checkpoint(tmp, final, args.out, args.keep)
     if distributed:
         dist.barrier()
 
@@ -409,33 +506,12 @@ def load_optimizer_state(path, raw_model, optimizer, rank, fsdp):
 # Training
 
 
-def lr_multiplier(schedule, step, total_steps, warmup_steps):
-    """Linear warmup, then constant, linear or cosine decay to 0 (grpo.py's --lr-schedule choices)."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    done = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return {"constant": 1.0, "linear": 1.0 - done, "cosine": 0.5 * (1.0 + math.cos(math.pi * done))}[schedule]
-
-
 def batch_indices(n_groups, batch_size, seed, step):
     """The global batch of a step: a fixed permutation per epoch, so the step alone is the data position."""
     steps_per_epoch = n_groups // batch_size
     epoch, k = divmod(step, steps_per_epoch)
     order = torch.randperm(n_groups, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
     return epoch, order[k * batch_size:(k + 1) * batch_size]
-
-
-def pack_micro_batches(group_ids, lengths, token_budget):
-    """Whole groups packed in order while texts x longest text fits the budget (one group always fits)."""
-    micro, current, n_texts, longest = [], [], 0, 0
-    for g in group_ids:
-        g_texts, g_longest = len(lengths[g]), max(lengths[g])
-        if current and (n_texts + g_texts) * max(longest, g_longest) > token_budget:
-            micro.append(current)
-            current, n_texts, longest = [], 0, 0
-        current.append(g)
-        n_texts, longest = n_texts + g_texts, max(longest, g_longest)
-    return micro + [current] if current else micro
 
 
 def micro_batch_pairs(micro, groups, token_ids, pair_types):
@@ -448,116 +524,30 @@ def micro_batch_pairs(micro, groups, token_ids, pair_types):
     return seqs, chosen, rejected, gaps, types
 
 
-def setup_distributed(args):
-    distributed = "RANK" in os.environ  # launched by torchrun
-    use_cuda = torch.cuda.is_available() and args.device != "cpu"
-    if distributed:
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-        rank, world = dist.get_rank(), dist.get_world_size()
-        local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    else:
-        rank, world, local_rank = 0, 1, 0
-    device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
-    return distributed, rank, world, device
-
-
 def train(args):
-    distributed, rank, world, device = setup_distributed(args)
+    """Train the reward model on args.data (CRPL records or pairs) with the Bradley-Terry loss; checkpoints and
+    metrics.jsonl in args.out. One process, or torchrun with DDP / FSDP2 (--parallel)."""
+    rank, world, device = setup_distributed(use_cuda=torch.cuda.is_available() and args.device != "cpu")
+    distributed = dist.is_initialized()
     fsdp = distributed and args.parallel == "fsdp"
     bf16 = args.precision == "bf16" or (args.precision == "auto" and device.type == "cuda")
     if rank == 0:
         print(json.dumps({**vars(args), "world_size": world, "device": str(device), "bf16": bf16}, indent=2))
-    if args.batch_size < world:
-        raise ValueError(f"--batch-size {args.batch_size} (problems per step) must be >= the number of ranks {world}")
-    if fsdp and device.type == "cpu" and bf16:
-        raise ValueError("--precision bf16 with FSDP needs CUDA; use --precision fp32 on CPU")
-    groups = read_groups(args.data)
-    if len(groups) < args.batch_size:
-        raise ValueError(f"{args.data}: {len(groups)} problems, fewer than --batch-size {args.batch_size}")
-    steps_per_epoch = len(groups) // args.batch_size
-    total_steps = args.steps if args.steps > 0 else math.ceil(args.epochs * steps_per_epoch)
-
-    # Resume from the latest checkpoint of --out, or start from the base model (refusing to clobber a run).
-    resume_from = latest_checkpoint(args.out) if args.resume else None
-    if not args.resume and list_checkpoints(args.out):
-        raise ValueError(f"{args.out} already has checkpoints; pass --resume or choose another --out")
-    start_step = 0
-    if resume_from:
-        state = torch.load(os.path.join(resume_from, TRAINER_STATE_FILE), weights_only=False)
-        with open(os.path.join(resume_from, RUN_CONFIG_FILE)) as f:
-            saved = json.load(f)
-        # the step is the data position: with other data or batches it would point at other problems
-        if state["n_groups"] != len(groups):
-            raise ValueError(f"{resume_from}: trained on {state['n_groups']} problems, --data has {len(groups)}")
-        changed = ["--" + k.replace("_", "-") for k in ("batch_size", "seed", "include_code", "max_length")
-                   if saved[k] != getattr(args, k)]
-        if changed:
-            raise ValueError(f"{resume_from}: resume with the run's own {', '.join(changed)}")
-        start_step = state["step"]
-    elif not args.model:
-        raise ValueError(f"--resume: no checkpoint in {args.out} and no --model to start from")
-    elif args.resume and rank == 0:
-        print(f"--resume: no checkpoint in {args.out}, starting from {args.model}")
-    source = resume_from or args.model
-    torch.manual_seed(args.seed)  # the same head init on every rank (FSDP does not broadcast it)
-    tokenizer = load_tokenizer(source, args.trust_remote_code)
-    raw_model = RewardModel(load_backbone(source, torch.float32, args.trust_remote_code),
-                            {"include_code": args.include_code, "max_length": args.max_length})
-    if resume_from:
-        raw_model.head.weight.data.copy_(load_file(os.path.join(resume_from, HEAD_FILE))["weight"])
-        random.setstate(state["rng"]["python"])
-        torch.set_rng_state(state["rng"]["torch"])
-    if args.grad_ckpt:  # transformers 5 renamed gradient_checkpointing_enable (the old name warns until v6)
-        if hasattr(raw_model.backbone, "activation_checkpointing_enable"):
-            raw_model.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            raw_model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    raw_model.train()
-
-    # Parallelism: DDP keeps a full fp32 replica per rank; FSDP2 shards every decoder layer and the rest.
-    model = raw_model
-    if distributed and args.parallel == "ddp":
-        from torch.nn.parallel import DistributedDataParallel
-        model = DistributedDataParallel(raw_model.to(device),
-                                        device_ids=[device.index] if device.type == "cuda" else None)
-    elif fsdp:
-        from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-        mesh = init_device_mesh(device.type, (world,))
-        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=torch.float32)
-        layer_names = set(getattr(raw_model.backbone, "_no_split_modules", None) or [])
-        for module in raw_model.backbone.modules():
-            if type(module).__name__ in layer_names:
-                fully_shard(module, mesh=mesh, mp_policy=policy)
-        fully_shard(raw_model, mesh=mesh, mp_policy=policy)  # moves each rank's shard to the device
-    else:
-        raw_model.to(device)
+    groups, total_steps, resume_from, state = check_run(args, world, fsdp and device.type == "cpu" and bf16)
+    start_step = state["step"] if state else 0
+    raw_model, model, tokenizer, optimizer = build(args, resume_from, state, device, world, distributed, fsdp, bf16)
     # bf16 for DDP / one process comes from autocast over fp32 master weights; FSDP2 casts through its policy
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 and not fsdp else nullcontext()
-    optimizer = torch.optim.AdamW(raw_model.parameters(), lr=args.lr, betas=(args.beta1, args.beta2),
-                                  weight_decay=args.weight_decay)
-    if resume_from:
-        load_optimizer_state(resume_from, raw_model, optimizer, rank, fsdp)
 
     # Every rank tokenizes every group: the micro-batch plans of all ranks are then known without communication.
     token_ids = [encode(tokenizer, group_inputs(group, args.include_code), args.max_length) for group in groups]
     lengths = [[len(seq) for seq in seqs] for seqs in token_ids]
     pair_types = sorted({p[2] for g in groups for p in g.pairs})
-
     metrics_path = os.path.join(args.out, "metrics.jsonl")
     if rank == 0:
         os.makedirs(args.out, exist_ok=True)
-        for name in os.listdir(args.out):  # leftovers of a save that was killed
-            if name.startswith(".tmp_step_"):
-                shutil.rmtree(os.path.join(args.out, name))
-        kept = []
-        if os.path.exists(metrics_path):  # drop lines of steps after the checkpoint we resume from
-            with open(metrics_path) as f:
-                kept = [line for line in f if json.loads(line).get("step", 0) <= start_step]
-        with open(metrics_path, "w") as f:
-            f.writelines(kept)
+        remove_unfinished_saves(args.out)
+        truncate_metrics(metrics_path, start_step)
     eval_groups = {path: read_groups([path]) for path in args.eval_data}
 
     progress = tqdm(range(start_step, total_steps), initial=start_step, total=total_steps, disable=rank != 0)
@@ -567,37 +557,8 @@ def train(args):
         for param_group in optimizer.param_groups:
             param_group["lr"] = lr
         epoch, batch = batch_indices(len(groups), args.batch_size, args.seed, step)
-        global_pairs = sum(len(groups[g].pairs) for g in batch)
-        plans = [pack_micro_batches(batch[r::world], lengths, args.token_budget) for r in range(world)]
-        n_micro = max(len(p) for p in plans)  # FSDP gathers weights in every forward: all ranks run n_micro
-        # sums: loss, centering term, correct, pairs, rewards, rewards^2, texts, tokens, then (correct, pairs) per type
-        sums = torch.zeros(8 + 2 * len(pair_types), dtype=torch.float64)
-        for m in range(n_micro):
-            dummy = m >= len(plans[rank])  # a rank short of micro-batches reruns its first one, weighted 0
-            seqs, chosen, rejected, gaps, types = micro_batch_pairs(plans[rank][0 if dummy else m], groups,
-                                                                    token_ids, pair_types)
-            input_ids, attention_mask = collate(seqs, tokenizer.pad_token_id, device)
-            last = m == n_micro - 1
-            sync = model.no_sync() if distributed and not fsdp and not last else nullcontext()
-            if fsdp:
-                model.set_requires_gradient_sync(last)
-            with sync:
-                with autocast:
-                    rewards = model(input_ids, attention_mask)
-                r_c, r_r = rewards[chosen], rewards[rejected]
-                margin = args.margin * torch.tensor(gaps, dtype=torch.float32, device=device)  # x level gap
-                pair_loss = bradley_terry_loss(r_c, r_r, margin, args.center_coef)
-                # normalised by the global pair count; x world undoes the gradient averaging of DDP / FSDP
-                (pair_loss.sum() * (world / global_pairs) * (0.0 if dummy else 1.0)).backward()
-            if dummy:
-                continue
-            correct = (r_c > r_r).double().cpu()
-            type_ids = torch.tensor(types)
-            sums[:8] += torch.tensor([pair_loss.sum().item(), ((r_c + r_r) ** 2).sum().item(), correct.sum().item(),
-                                      len(chosen), rewards.sum().item(), (rewards ** 2).sum().item(), len(seqs),
-                                      attention_mask.sum().item()], dtype=torch.float64)
-            sums[8::2] += torch.zeros(len(pair_types), dtype=torch.float64).index_add_(0, type_ids, correct)
-            sums[9::2] += torch.bincount(type_ids, minlength=len(pair_types)).double()
+        sums = train_step(args, model, raw_model, optimizer, autocast, batch, groups, token_ids, lengths, pair_types,
+                          tokenizer.pad_token_id, rank, world, device, distributed, fsdp)
         grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), args.max_grad_norm or float("inf"))
         grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
         optimizer.step()
@@ -606,18 +567,7 @@ def train(args):
             reduced = sums.to(device)
             dist.all_reduce(reduced)
             sums = reduced.cpu()
-
-        step_time = time.time() - t0
-        loss_sum, center_sum, correct_sum, pairs, r_sum, r2_sum, n_texts, tokens = sums[:8].tolist()
-        reward_mean = r_sum / n_texts
-        record = {"step": step + 1, "epoch": epoch, "loss": loss_sum / pairs,
-                  "bt_loss": (loss_sum - args.center_coef * center_sum) / pairs, "center": center_sum / pairs,
-                  "acc": correct_sum / pairs,
-                  **{f"acc/{t}": sums[8 + 2 * i].item() / max(1.0, sums[9 + 2 * i].item())
-                     for i, t in enumerate(pair_types)},
-                  "reward_mean": reward_mean, "reward_std": math.sqrt(max(0.0, r2_sum / n_texts - reward_mean ** 2)),
-                  "lr": lr, "grad_norm": float(grad_norm), "pairs": int(pairs), "tokens": int(tokens),
-                  "step_time": step_time, "tokens_per_s": tokens / step_time}
+        record = step_metrics(args, sums, pair_types, step, epoch, lr, grad_norm, time.time() - t0)
         if eval_groups and ((args.eval_every and (step + 1) % args.eval_every == 0) or step + 1 == total_steps):
             with autocast:  # every rank scores every pair: FSDP's forward is collective
                 for path, eval_set in eval_groups.items():
@@ -633,6 +583,122 @@ def train(args):
             save_checkpoint(args, raw_model, tokenizer, optimizer, step + 1, len(groups), rank, distributed, fsdp)
     if distributed:
         dist.destroy_process_group()
+
+
+def check_run(args, world, cpu_bf16_fsdp):
+    """Every check before a model is loaded: (groups, total steps, checkpoint to resume from, its trainer state)."""
+    if args.batch_size < world:
+        raise ValueError(f"--batch-size {args.batch_size} (problems per step) must be >= the number of ranks {world}")
+    if cpu_bf16_fsdp:
+        raise ValueError("--precision bf16 with FSDP needs CUDA; use --precision fp32 on CPU")
+    groups = read_groups(args.data)
+    if len(groups) < args.batch_size:
+        raise ValueError(f"{args.data}: {len(groups)} problems, fewer than --batch-size {args.batch_size}")
+    total_steps = args.steps if args.steps > 0 else math.ceil(args.epochs * (len(groups) // args.batch_size))
+    resume_from = latest_checkpoint(args.out) if args.resume else None
+    if not args.resume and list_checkpoints(args.out):
+        raise ValueError(f"{args.out} already has checkpoints; pass --resume or choose another --out")
+    state = None
+    if resume_from:
+        state = torch.load(os.path.join(resume_from, TRAINER_STATE_FILE), weights_only=False)
+        with open(os.path.join(resume_from, RUN_CONFIG_FILE)) as f:
+            saved = json.load(f)
+        # the step is the data position: with other data or batches it would point at other problems
+        if state["n_groups"] != len(groups):
+            raise ValueError(f"{resume_from}: trained on {state['n_groups']} problems, --data has {len(groups)}")
+        changed = ["--" + k.replace("_", "-") for k in ("batch_size", "seed", "include_code", "max_length")
+                   if saved[k] != getattr(args, k)]
+        if changed:
+            raise ValueError(f"{resume_from}: resume with the run's own {', '.join(changed)}")
+    elif not args.model:
+        raise ValueError(f"--resume: no checkpoint in {args.out} and no --model to start from")
+    elif args.resume and int(os.environ.get("RANK", 0)) == 0:
+        print(f"--resume: no checkpoint in {args.out}, starting from {args.model}")
+    return groups, total_steps, resume_from, state
+
+
+def build(args, resume_from, state, device, world, distributed, fsdp, bf16):
+    """(raw model, the module to call, tokenizer, optimizer): the base model or the checkpoint, wrapped.
+    DDP keeps a full fp32 replica per rank; FSDP2 shards every decoder layer and the rest."""
+    source = resume_from or args.model
+    torch.manual_seed(args.seed)  # the same head init on every rank (FSDP does not broadcast it)
+    tokenizer = load_tokenizer(source, args.trust_remote_code)
+    raw_model = RewardModel(load_backbone(source, torch.float32, args.trust_remote_code),
+                            {"include_code": args.include_code, "max_length": args.max_length})
+    if resume_from:
+        raw_model.head.weight.data.copy_(load_file(os.path.join(resume_from, HEAD_FILE))["weight"])
+        random.setstate(state["rng"]["python"])
+        torch.set_rng_state(state["rng"]["torch"])
+    if args.grad_ckpt:
+        enable_grad_ckpt(raw_model.backbone)
+    raw_model.train()
+    model = raw_model
+    if distributed and args.parallel == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+        model = DistributedDataParallel(raw_model.to(device),
+                                        device_ids=[device.index] if device.type == "cuda" else None)
+    elif fsdp:
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import MixedPrecisionPolicy
+        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=torch.float32)
+        shard_layers(raw_model, raw_model.backbone, policy, init_device_mesh(device.type, (world,)))
+    else:
+        raw_model.to(device)
+    optimizer = torch.optim.AdamW(raw_model.parameters(), lr=args.lr, betas=(args.beta1, args.beta2),
+                                  weight_decay=args.weight_decay)
+    if resume_from:
+        load_optimizer_state(resume_from, raw_model, optimizer, dist.get_rank() if distributed else 0, fsdp)
+    return raw_model, model, tokenizer, optimizer
+
+
+def train_step(args, model, raw_model, optimizer, autocast, batch, groups, token_ids, lengths, pair_types, pad_id,
+               rank, world, device, distributed, fsdp):
+    """Forward and backward over this rank's micro-batches of the step's groups; returns this rank's sums: loss,
+    centering term, correct, pairs, rewards, rewards^2, texts, tokens, then (correct, pairs) per pair type."""
+    global_pairs = sum(len(groups[g].pairs) for g in batch)
+    plans = [pack_by_budget(batch[r::world], lengths, args.token_budget) for r in range(world)]
+    n_micro = max(len(p) for p in plans)  # FSDP gathers weights in every forward: all ranks run n_micro
+    sums = torch.zeros(8 + 2 * len(pair_types), dtype=torch.float64)
+    for m in range(n_micro):
+        dummy = m >= len(plans[rank])  # a rank short of micro-batches reruns its first one, weighted 0
+        seqs, chosen, rejected, gaps, types = micro_batch_pairs(plans[rank][0 if dummy else m], groups,
+                                                                token_ids, pair_types)
+        input_ids, attention_mask = collate(seqs, pad_id, device)
+        last = m == n_micro - 1
+        sync = model.no_sync() if distributed and not fsdp and not last else nullcontext()
+        if fsdp:
+            model.set_requires_gradient_sync(last)
+        with sync:
+            with autocast:
+                rewards = model(input_ids, attention_mask)
+            r_c, r_r = rewards[chosen], rewards[rejected]
+            margin = args.margin * torch.tensor(gaps, dtype=torch.float32, device=device)  # x level gap
+            pair_loss = bradley_terry_loss(r_c, r_r, margin, args.center_coef)
+            # normalised by the global pair count; x world undoes the gradient averaging of DDP / FSDP
+            (pair_loss.sum() * (world / global_pairs) * (0.0 if dummy else 1.0)).backward()
+        if dummy:
+            continue
+        correct = (r_c > r_r).double().cpu()
+        type_ids = torch.tensor(types)
+        sums[:8] += torch.tensor([pair_loss.sum().item(), ((r_c + r_r) ** 2).sum().item(), correct.sum().item(),
+                                  len(chosen), rewards.sum().item(), (rewards ** 2).sum().item(), len(seqs),
+                                  attention_mask.sum().item()], dtype=torch.float64)
+        sums[8::2] += torch.zeros(len(pair_types), dtype=torch.float64).index_add_(0, type_ids, correct)
+        sums[9::2] += torch.bincount(type_ids, minlength=len(pair_types)).double()
+    return sums
+
+
+def step_metrics(args, sums, pair_types, step, epoch, lr, grad_norm, step_time):
+    """One metrics.jsonl line from the step's sums over all ranks."""
+    loss_sum, center_sum, correct_sum, pairs, r_sum, r2_sum, n_texts, tokens = sums[:8].tolist()
+    reward_mean = r_sum / n_texts
+    return {"step": step + 1, "epoch": epoch, "loss": loss_sum / pairs,
+            "bt_loss": (loss_sum - args.center_coef * center_sum) / pairs, "center": center_sum / pairs,
+            "acc": correct_sum / pairs,
+            **{f"acc/{t}": sums[8 + 2 * i].item() / max(1.0, sums[9 + 2 * i].item()) for i, t in enumerate(pair_types)},
+            "reward_mean": reward_mean, "reward_std": math.sqrt(max(0.0, r2_sum / n_texts - reward_mean ** 2)),
+            "lr": lr, "grad_norm": float(grad_norm), "pairs": int(pairs), "tokens": int(tokens),
+            "step_time": step_time, "tokens_per_s": tokens / step_time}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -710,7 +776,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    return train(args) if args.command == "train" else eval_main(args)
+    try:
+        return train(args) if args.command == "train" else eval_main(args)
+    except (ValueError, FileNotFoundError) as e:  # a bad flag or data file, named with its path:line
+        fail(e)
 
 
 if __name__ == "__main__":

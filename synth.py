@@ -1033,13 +1033,14 @@ def task_jobs(problem, solution, job_id=None):
     return [{"id": (job_id, g), "code": code, "tests": spec} for g, spec in problem["tests"].items()]
 
 
-def load_problems(paths, benchmark=None, need_reference=False):
+def load_problems(paths, benchmark=None, need_reference=False, tasks=TASKS):
     """Training problems from JSONL files (the README's problem format), every row checked, a bad one named by
-    path:line; or, with `benchmark`, that benchmark's loader on those files. need_reference: SFT's reference."""
+    path:line; or, with `benchmark`, that benchmark's loader on those files. need_reference: SFT's reference;
+    tasks: the task types allowed (grpo.py passes its reward registry)."""
     if benchmark:
         problems = [dict(p, task="math" if "answer" in p else "code")
                     for p in load_benchmark(benchmark, ",".join(paths))[0] if not p.get("skip")]
-        if any(p["task"] not in TASKS for p in problems):
+        if any(p["task"] not in tasks for p in problems):
             fail(f"--data-benchmark {benchmark}: this task type is not supported for training yet")
         if need_reference and any(completion_target(p) is None for p in problems):
             fail(f"--algo sft: {benchmark} rows carry no reference completion; write a JSONL with 'reference' or "
@@ -1058,8 +1059,8 @@ def load_problems(paths, benchmark=None, need_reference=False):
             if not isinstance(row.get("prompt"), str):
                 fail(f"{where}: a problem needs a 'prompt' string")
             task = row.get("task", "math" if "answer" in row and "tests" not in row else "code")
-            if task not in TASKS:
-                fail(f"{where}: unknown task {task!r} (known: {', '.join(TASKS)})")
+            if task not in tasks:
+                fail(f"{where}: unknown task {task!r} (known: {', '.join(tasks)})")
             if task == "math" and not isinstance(row.get("answer"), (str, int, float)):
                 fail(f"{where}: a math problem needs an 'answer' (the gold final answer, a string or number)")
             tests = row.get("tests")
