@@ -373,6 +373,137 @@ def per_token_loss(logps, old_logps, ref_logps, advantages, epsilon_low, epsilon
     return loss, ratio, kl
 
 
+# -----------------------------------------------------------------------------
+# The training loop
+
+
+def train(args):
+    rank, world, device = setup_distributed()
+    master = rank == 0
+    print0 = print if master else (lambda *a, **k: None)
+    if args.exec_workers is None:
+        args.exec_workers = default_workers()
+    if args.precision == "auto":
+        args.precision = "bf16" if device.type == "cuda" else "fp32"
+    if args.grad_ckpt is None:
+        args.grad_ckpt = device.type == "cuda"
+    check_config(args, world)
+    print0(json.dumps(vars(args), indent=1))
+    os.makedirs(args.out, exist_ok=True)
+    barrier()
+    if master:
+        with open(os.path.join(args.out, "config.json"), "w") as f:
+            json.dump(vars(args), f, indent=1)
+
+    problems = load_problems(args.data, args.data_benchmark, need_reference=args.algo == "sft", tasks=TASKS)
+    eval_problems = load_problems(args.eval_data, args.eval_benchmark, tasks=TASKS) if args.eval_data else []
+    if args.eval_limit:
+        eval_problems = eval_problems[:args.eval_limit]
+    resume_from = latest_checkpoint(args.out) if args.resume else None
+    torch.manual_seed(args.seed)
+    module, policy, tokenizer = build_policy(args, resume_from or args.model, device, world)
+    ref_policy = build_policy(args, args.model, device, world, trainable=False)[0] if args.beta else None
+    reward_model = None
+    if args.algo == "grpo" and args.reward != "outcome":
+        reward_model = reward.load_reward_model(args.reward_model, device=args.rm_device or device)
+    eos_ids = set(eos_token_ids(policy.lm, tokenizer))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids)
+    sft_eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else min(eos_ids)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, 
+        lambda update: lr_multiplier(args.lr_schedule, update, args.steps * args.num_iterations, args.warmup_steps))
+    start_step = load_trainer_state(args, resume_from, optimizer, scheduler, rank, world) if resume_from else 0
+    print0(f"{len(problems)} training problems, {world} rank(s), {args.parallel}, {args.precision}, "
+           f"starting at step {start_step}" + (f" (resumed from {resume_from})" if resume_from else ""))
+
+    metrics_path = os.path.join(args.out, "metrics.jsonl")
+    if master and os.path.exists(metrics_path):  # drop the lines of steps the resumed run will redo
+        truncate_metrics(metrics_path, start_step)
+    wandb_run = None
+    if master and args.wandb_project:
+        try:
+            import wandb
+        except ImportError:
+            fail("--wandb-project needs wandb: pip install wandb")
+        wandb_run = wandb.init(project=args.wandb_project, name=os.path.basename(os.path.abspath(args.out)),
+                               config=vars(args), resume="allow")
+
+    def log(step, metrics):
+        if master:
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(dict(step=step, **metrics)) + "\n")
+            if wandb_run is not None:
+                wandb_run.log(metrics, step=step)
+
+    if eval_problems and args.eval_every and start_step == 0:
+        log(0, evaluate_policy(args, policy, tokenizer, eval_problems, rank, world, device))
+
+    G = args.group_size if args.algo == "grpo" else 1
+    per_rank = args.batch_size // G // world  # problems per rank per step
+    bar = tqdm(range(start_step, args.steps), initial=start_step, total=args.steps, disable=not master,
+               desc=args.algo, dynamic_ncols=True)
+    for step in bar:
+        t_start = time.perf_counter()
+        indices = step_problems(len(problems), args.batch_size // G, step, args.seed)
+        local = [problems[i] for i in indices[rank * per_rank:(rank + 1) * per_rank]]
+        if args.algo == "sft":
+            seqs, metrics = sft_sequences(args, tokenizer, local, sft_eos), {}
+            t_generated = t_scored = time.perf_counter()
+        else:
+            seed = (args.seed * 1_000_003 + step) * 4096 + rank  # a fresh, reproducible stream per step and rank
+            samples = rollout(args, policy, tokenizer, local, G, seed)
+            t_generated = time.perf_counter()
+            sample_problems = [p for p in local for _ in range(G)]
+            parts = compute_rewards(args, sample_problems, samples, reward_model)
+            t_scored = time.perf_counter()
+            seqs, metrics = grpo_sequences(args, samples, parts, eos_ids, pad_id, rank, device)
+            if args.dump_every and step % args.dump_every == 0:
+                dump_samples(args, step, sample_problems, samples, parts, seqs, rank)
+        n_sequences, total_tokens = all_sum([len(seqs), sum(s["n_tokens"] for s in seqs)], device)
+        loss_type = "dapo" if args.algo == "sft" else args.loss_type  # SFT: the token mean over the batch
+        weights = sequence_weights(loss_type, [s["n_tokens"] for s in seqs], n_sequences, total_tokens,
+                                   args.max_new_tokens)
+        for s, w in zip(seqs, weights):
+            s["weight"] = w if s["n_tokens"] else 0.0
+        stats, grad_norm = optimize(args, module, policy, ref_policy, optimizer, scheduler, seqs, pad_id, device,
+                                    world)
+        t_end = time.perf_counter()
+        totals = dict(zip(stats, all_sum(list(stats.values()), device)))
+        tokens = max(1.0, totals["tokens"])
+        step_time = t_end - t_start
+        metrics.update(loss=totals["loss"], entropy=totals["entropy"] / tokens, grad_norm=grad_norm,
+                       lr=scheduler.get_last_lr()[0], trained_tokens=int(totals["tokens"] / args.num_iterations),
+                       tokens_per_s=total_tokens / step_time, step_time=step_time, gen_time=t_generated - t_start,
+                       reward_time=t_scored - t_generated, train_time=t_end - t_scored)
+        if device.type == "cuda":  # this step's peak on this rank: what sizing --batch-size and --token-budget needs
+            metrics["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+            torch.cuda.reset_peak_memory_stats(device)
+        if args.algo == "grpo":
+            metrics.update(clip_low=totals["clip_low"] / tokens, clip_high=totals["clip_high"] / tokens,
+                           clip_region=totals["clip_region"] / tokens)
+            if args.beta:
+                metrics["kl"] = totals["kl"] / tokens
+            bar.set_postfix(reward=f"{metrics['reward'] or 0:.3f}", pass_rate=f"{metrics['pass_rate'] or 0:.2f}",
+                            len=f"{metrics['completion_len']:.0f}", s=f"{step_time:.1f}")
+        else:
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}", s=f"{step_time:.1f}")
+        done = step + 1
+        if eval_problems and args.eval_every and (done % args.eval_every == 0 or done == args.steps):
+            metrics.update(evaluate_policy(args, policy, tokenizer, eval_problems, rank, world, device))
+        log(done, metrics)
+        if (args.save_every and done % args.save_every == 0) or done == args.steps:
+            save_checkpoint(args, policy, tokenizer, optimizer, scheduler, done, rank, world)
+    bar.close()
+    if wandb_run is not None:
+        wandb_run.finish()
+    return policy
+
+
+# -----------------------------------------------------------------------------
+# The machinery train() calls: log-probs (a chunked head), micro-batches, distributed, checkpoints,
+# rollout, batches, the optimizer step
+
+
 LOGITS_PER_CHUNK = 1 << 27  # logits (tokens x vocab) materialised at once: 512 MiB in fp32
 
 
@@ -826,132 +957,6 @@ def optimize(args, module, policy, ref_policy, optimizer, scheduler, seqs, pad_i
         optimizer.zero_grad(set_to_none=True)
     grad_norm = float(np.mean([float(n.full_tensor() if hasattr(n, "full_tensor") else n) for n in grad_norms]))
     return dict(zip(names, totals.tolist())), grad_norm
-
-
-# -----------------------------------------------------------------------------
-# The training loop
-
-
-def train(args):
-    rank, world, device = setup_distributed()
-    master = rank == 0
-    print0 = print if master else (lambda *a, **k: None)
-    if args.exec_workers is None:
-        args.exec_workers = default_workers()
-    if args.precision == "auto":
-        args.precision = "bf16" if device.type == "cuda" else "fp32"
-    if args.grad_ckpt is None:
-        args.grad_ckpt = device.type == "cuda"
-    check_config(args, world)
-    print0(json.dumps(vars(args), indent=1))
-    os.makedirs(args.out, exist_ok=True)
-    barrier()
-    if master:
-        with open(os.path.join(args.out, "config.json"), "w") as f:
-            json.dump(vars(args), f, indent=1)
-
-    problems = load_problems(args.data, args.data_benchmark, need_reference=args.algo == "sft", tasks=TASKS)
-    eval_problems = load_problems(args.eval_data, args.eval_benchmark, tasks=TASKS) if args.eval_data else []
-    if args.eval_limit:
-        eval_problems = eval_problems[:args.eval_limit]
-    resume_from = latest_checkpoint(args.out) if args.resume else None
-    torch.manual_seed(args.seed)
-    module, policy, tokenizer = build_policy(args, resume_from or args.model, device, world)
-    ref_policy = build_policy(args, args.model, device, world, trainable=False)[0] if args.beta else None
-    reward_model = None
-    if args.algo == "grpo" and args.reward != "outcome":
-        reward_model = reward.load_reward_model(args.reward_model, device=args.rm_device or device)
-    eos_ids = set(eos_token_ids(policy.lm, tokenizer))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids)
-    sft_eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else min(eos_ids)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, 
-        lambda update: lr_multiplier(args.lr_schedule, update, args.steps * args.num_iterations, args.warmup_steps))
-    start_step = load_trainer_state(args, resume_from, optimizer, scheduler, rank, world) if resume_from else 0
-    print0(f"{len(problems)} training problems, {world} rank(s), {args.parallel}, {args.precision}, "
-           f"starting at step {start_step}" + (f" (resumed from {resume_from})" if resume_from else ""))
-
-    metrics_path = os.path.join(args.out, "metrics.jsonl")
-    if master and os.path.exists(metrics_path):  # drop the lines of steps the resumed run will redo
-        truncate_metrics(metrics_path, start_step)
-    wandb_run = None
-    if master and args.wandb_project:
-        try:
-            import wandb
-        except ImportError:
-            fail("--wandb-project needs wandb: pip install wandb")
-        wandb_run = wandb.init(project=args.wandb_project, name=os.path.basename(os.path.abspath(args.out)),
-                               config=vars(args), resume="allow")
-
-    def log(step, metrics):
-        if master:
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(dict(step=step, **metrics)) + "\n")
-            if wandb_run is not None:
-                wandb_run.log(metrics, step=step)
-
-    if eval_problems and args.eval_every and start_step == 0:
-        log(0, evaluate_policy(args, policy, tokenizer, eval_problems, rank, world, device))
-
-    G = args.group_size if args.algo == "grpo" else 1
-    per_rank = args.batch_size // G // world  # problems per rank per step
-    bar = tqdm(range(start_step, args.steps), initial=start_step, total=args.steps, disable=not master,
-               desc=args.algo, dynamic_ncols=True)
-    for step in bar:
-        t_start = time.perf_counter()
-        indices = step_problems(len(problems), args.batch_size // G, step, args.seed)
-        local = [problems[i] for i in indices[rank * per_rank:(rank + 1) * per_rank]]
-        if args.algo == "sft":
-            seqs, metrics = sft_sequences(args, tokenizer, local, sft_eos), {}
-            t_generated = t_scored = time.perf_counter()
-        else:
-            seed = (args.seed * 1_000_003 + step) * 4096 + rank  # a fresh, reproducible stream per step and rank
-            samples = rollout(args, policy, tokenizer, local, G, seed)
-            t_generated = time.perf_counter()
-            sample_problems = [p for p in local for _ in range(G)]
-            parts = compute_rewards(args, sample_problems, samples, reward_model)
-            t_scored = time.perf_counter()
-            seqs, metrics = grpo_sequences(args, samples, parts, eos_ids, pad_id, rank, device)
-            if args.dump_every and step % args.dump_every == 0:
-                dump_samples(args, step, sample_problems, samples, parts, seqs, rank)
-        n_sequences, total_tokens = all_sum([len(seqs), sum(s["n_tokens"] for s in seqs)], device)
-        loss_type = "dapo" if args.algo == "sft" else args.loss_type  # SFT: the token mean over the batch
-        weights = sequence_weights(loss_type, [s["n_tokens"] for s in seqs], n_sequences, total_tokens,
-                                   args.max_new_tokens)
-        for s, w in zip(seqs, weights):
-            s["weight"] = w if s["n_tokens"] else 0.0
-        stats, grad_norm = optimize(args, module, policy, ref_policy, optimizer, scheduler, seqs, pad_id, device,
-                                    world)
-        t_end = time.perf_counter()
-        totals = dict(zip(stats, all_sum(list(stats.values()), device)))
-        tokens = max(1.0, totals["tokens"])
-        step_time = t_end - t_start
-        metrics.update(loss=totals["loss"], entropy=totals["entropy"] / tokens, grad_norm=grad_norm,
-                       lr=scheduler.get_last_lr()[0], trained_tokens=int(totals["tokens"] / args.num_iterations),
-                       tokens_per_s=total_tokens / step_time, step_time=step_time, gen_time=t_generated - t_start,
-                       reward_time=t_scored - t_generated, train_time=t_end - t_scored)
-        if device.type == "cuda":  # this step's peak on this rank: what sizing --batch-size and --token-budget needs
-            metrics["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-            torch.cuda.reset_peak_memory_stats(device)
-        if args.algo == "grpo":
-            metrics.update(clip_low=totals["clip_low"] / tokens, clip_high=totals["clip_high"] / tokens,
-                           clip_region=totals["clip_region"] / tokens)
-            if args.beta:
-                metrics["kl"] = totals["kl"] / tokens
-            bar.set_postfix(reward=f"{metrics['reward'] or 0:.3f}", pass_rate=f"{metrics['pass_rate'] or 0:.2f}",
-                            len=f"{metrics['completion_len']:.0f}", s=f"{step_time:.1f}")
-        else:
-            bar.set_postfix(loss=f"{metrics['loss']:.3f}", s=f"{step_time:.1f}")
-        done = step + 1
-        if eval_problems and args.eval_every and (done % args.eval_every == 0 or done == args.steps):
-            metrics.update(evaluate_policy(args, policy, tokenizer, eval_problems, rank, world, device))
-        log(done, metrics)
-        if (args.save_every and done % args.save_every == 0) or done == args.steps:
-            save_checkpoint(args, policy, tokenizer, optimizer, scheduler, done, rank, world)
-    bar.close()
-    if wandb_run is not None:
-        wandb_run.finish()
-    return policy
 
 
 # -----------------------------------------------------------------------------
