@@ -776,11 +776,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        return train(args) if args.command == "train" else eval_main(args)
-    except (ValueError, FileNotFoundError) as e:  # a bad flag or data file, named with its path:line
-        fail(e)
+    return train(args) if args.command == "train" else eval_main(args)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except (ValueError, FileNotFoundError) as e:  # a bad flag or data file, named with its path:line: one line
+        fail(e)
