@@ -50,9 +50,11 @@ import inspect
 import json
 import math
 import os
+import queue
 import random
 import re
 import sys
+import threading
 import time
 from contextlib import contextmanager, nullcontext
 
@@ -103,6 +105,14 @@ def parse_args(argv=None):
     p.add_argument("--exec-timeout", type=float, default=3.0, help="seconds per test case")
     p.add_argument("--exec-memory-mb", type=int, default=2048)
     p.add_argument("--exec-workers", type=int, default=None, help="sandbox processes per rank (default: cores/ranks)")
+    p.add_argument("--overlap-rewards", action="store_true",
+                   help="run each completion's tests in the sandbox as soon as the engine finishes it, while the other "
+                        "rows still decode (same rewards; less reward time after decoding)")
+    p.add_argument("--overlong-buffer", type=int, default=0,
+                   help="DAPO's soft overlong punishment: a reward penalty rising linearly over the last L tokens "
+                        "before --max-new-tokens (0: off)")
+    p.add_argument("--overlong-penalty", type=float, default=1.0,
+                   help="the penalty at --max-new-tokens tokens (with --overlong-buffer)")
     # Rollout
     p.add_argument("--batch-size", type=int, default=128, help="completions per step over all ranks (sft: sequences)")
     p.add_argument("--group-size", type=int, default=8, help="G: completions per problem")
@@ -119,6 +129,17 @@ def parse_args(argv=None):
     p.add_argument("--num-iterations", type=int, default=1, help="optimizer updates per batch of samples")
     p.add_argument("--beta", type=float, default=0.0, help="k3 KL coefficient; 0 loads no reference model")
     p.add_argument("--mask-truncated", action="store_true", help="no loss on completions cut at --max-new-tokens")
+    p.add_argument("--rollout-is", choices=["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"],
+                   help="correct the engine/trainer log-prob mismatch by importance sampling (TRL's "
+                        "vllm_importance_sampling_mode): weight each token's loss by pi_train/pi_engine of the token "
+                        "or of the whole sequence, truncated at --rollout-is-cap or masked (0) above it (default: off)")
+    p.add_argument("--rollout-is-cap", type=float, default=3.0, help="cap C of --rollout-is (TRL's default 3)")
+    p.add_argument("--dynamic-sampling", action="store_true",
+                   help="DAPO: drop groups whose rewards are all equal (no gradient) and sample more groups until "
+                        "the batch is full")
+    p.add_argument("--dynamic-sampling-rounds", type=int, default=4,
+                   help="most extra generation rounds per step with --dynamic-sampling; a batch still short after "
+                        "them is filled with equal-reward groups")
     # Optimisation
     p.add_argument("--steps", type=int, default=200, help="batches of samples to train on")
     p.add_argument("--lr", type=float, default=1e-6)
@@ -194,6 +215,13 @@ def check_config(args, world):
         fail("--parallel fsdp shards over processes: launch with torchrun")
     if args.eval_every and not args.eval_data:
         fail("--eval-every needs --eval-data")
+    if args.rollout_is_cap <= 0:
+        fail(f"--rollout-is-cap {args.rollout_is_cap} must be > 0")
+    if not 0 <= args.overlong_buffer <= args.max_new_tokens or args.overlong_penalty < 0:
+        fail(f"--overlong-buffer {args.overlong_buffer} must be in [0, --max-new-tokens {args.max_new_tokens}] "
+             f"and --overlong-penalty {args.overlong_penalty} >= 0")
+    if args.dynamic_sampling_rounds < 0:
+        fail("--dynamic-sampling-rounds must be >= 0")
     has_checkpoint = os.path.isdir(args.out) and latest_checkpoint(args.out) is not None
     if args.resume and not has_checkpoint:
         fail(f"--resume: no complete checkpoint (step_*/trainer_state.pt) in {args.out}")
@@ -252,17 +280,28 @@ def code_format_reward(text):
 def code_outcome_reward(args, problems, samples):
     """Strict: 1.0 only if the extracted code passes every test group; harness failures (ours, not the model's)
     give NaN, which TRL-style group statistics skip."""
-    jobs = []
-    for i, (problem, sample) in enumerate(zip(problems, samples)):
-        code = solution_from_output(problem, sample.text, "last_fence")
-        if code.strip():  # no code is a fail without a sandbox run
-            jobs += task_jobs(problem, code, job_id=i)  # one job per test group
+    jobs = [job for i, (problem, sample) in enumerate(zip(problems, samples)) for job in code_jobs(problem, sample, i)]
     statuses = [[] for _ in samples]
-    for result in run_jobs(jobs, workers=args.exec_workers, timeout=args.exec_timeout,
-                           memory_mb=args.exec_memory_mb, fail_fast=True) if jobs else []:
+    for result in run_code_jobs(args, jobs):
         statuses[result["id"][0]].append(result["status"])
-    return [0.0 if not s or any(x not in ("passed", "harness_error") for x in s) else
-            math.nan if "harness_error" in s else 1.0 for s in statuses]
+    return [code_verdict(s) for s in statuses]
+
+
+def code_jobs(problem, sample, index):
+    """The sandbox jobs of one sample, one per test group, with ids (index, group); none without code (a fail)."""
+    code = solution_from_output(problem, sample.text, "last_fence")
+    return task_jobs(problem, code, job_id=index) if code.strip() else []
+
+
+def run_code_jobs(args, jobs):
+    return run_jobs(jobs, workers=args.exec_workers, timeout=args.exec_timeout, memory_mb=args.exec_memory_mb,
+                    fail_fast=True) if jobs else []
+
+
+def code_verdict(statuses):
+    """R_out from the statuses of a sample's jobs."""
+    return (0.0 if not statuses or any(x not in ("passed", "harness_error") for x in statuses) else
+            math.nan if "harness_error" in statuses else 1.0)
 
 
 def math_format_reward(text):
@@ -276,7 +315,8 @@ def math_outcome_reward(args, problems, samples):
     return [float(score_math(sample.text, problem["answer"])) for problem, sample in zip(problems, samples)]
 
 
-TASKS = {"code": dict(format=code_format_reward, outcome=code_outcome_reward),
+# jobs and verdict (optional): the outcome split so that --overlap-rewards can run the jobs while decoding goes on
+TASKS = {"code": dict(format=code_format_reward, outcome=code_outcome_reward, jobs=code_jobs, verdict=code_verdict),
          "math": dict(format=math_format_reward, outcome=math_outcome_reward)}
 
 
@@ -292,14 +332,16 @@ def combine_rewards(r_fmt, r_out, r_proc, mode, proc_weight):
     return r_fmt + r_out + proc_weight * proc
 
 
-def compute_rewards(args, problems, samples, reward_model):
-    """Per sample R_fmt, R_out, R_proc (NaN where not scored) and R."""
+def compute_rewards(args, problems, samples, reward_model, r_out=None):
+    """Per sample R_fmt, R_out, R_proc (NaN where not scored), the overlong penalty R_len (with --overlong-buffer)
+    and R. r_out: the outcomes when already known (--overlap-rewards computed them during decoding)."""
     n = len(samples)
-    r_fmt, r_out = np.zeros(n), np.zeros(n)
+    r_fmt, known, r_out = np.zeros(n), r_out is not None, np.zeros(n) if r_out is None else np.asarray(r_out, float)
     for task in {p["task"] for p in problems}:
         idx = [i for i in range(n) if problems[i]["task"] == task]
         r_fmt[idx] = [TASKS[task]["format"](samples[i].text) for i in idx]
-        r_out[idx] = TASKS[task]["outcome"](args, [problems[i] for i in idx], [samples[i] for i in idx])
+        if not known:
+            r_out[idx] = TASKS[task]["outcome"](args, [problems[i] for i in idx], [samples[i] for i in idx])
     r_proc = np.full(n, np.nan)
     if args.reward != "outcome":
         scored = [i for i in range(n) if args.reward == "ungated" or args.proc_all or r_out[i] == 1]
@@ -310,8 +352,21 @@ def compute_rewards(args, problems, samples, reward_model):
                                           codes=[extract_code(samples[i].text) if problems[i]["task"] == "code" else None
                                                  for i in scored],
                                           batch_size=args.rm_batch_size)
-    return dict(r_fmt=r_fmt, r_out=r_out, r_proc=r_proc,
-                reward=combine_rewards(r_fmt, r_out, r_proc, args.reward, args.proc_weight))
+    parts = dict(r_fmt=r_fmt, r_out=r_out, r_proc=r_proc,
+                 reward=combine_rewards(r_fmt, r_out, r_proc, args.reward, args.proc_weight))
+    if args.overlong_buffer:
+        parts["r_len"] = overlong_penalty([len(s.token_ids) for s in samples], args.max_new_tokens,
+                                          args.overlong_buffer, args.overlong_penalty)
+        parts["reward"] = parts["reward"] + parts["r_len"]
+    return parts
+
+
+def overlong_penalty(lengths, max_new_tokens, buffer, penalty):
+    """DAPO's soft overlong punishment (Eq. 13) times `penalty`: 0 up to max_new_tokens - buffer tokens, then
+    falling linearly to -penalty at max_new_tokens (and -penalty beyond, which the engine never produces). Lengths
+    count the EOS token, as the trained tokens do."""
+    exceed = (np.asarray(lengths, dtype=float) - (max_new_tokens - buffer)) / buffer
+    return -penalty * np.clip(exceed, 0.0, 1.0)
 
 
 # -----------------------------------------------------------------------------
@@ -359,12 +414,15 @@ def sequence_weights(loss_type, n_tokens, n_sequences, total_tokens, max_new_tok
     return [1.0 / max(1, total_tokens)] * len(n_tokens)  # dapo, bnpo: mean over every token of the step
 
 
-def per_token_loss(logps, old_logps, ref_logps, advantages, epsilon_low, epsilon_high, beta):
-    """-min(r A, clip(r, 1 - eps_low, 1 + eps_high) A), r = exp(logp - logp_old), plus beta * r * k3 KL to the
-    reference (TRL 1.16's use_bias_correction_kl, on by default). Returns (loss, ratio, kl or None)."""
+def per_token_loss(logps, old_logps, ref_logps, advantages, epsilon_low, epsilon_high, beta, is_weights=None):
+    """-min(r A, clip(r, 1 - eps_low, 1 + eps_high) A), r = exp(logp - logp_old), times the rollout correction
+    is_weights (--rollout-is; TRL applies it to this term, not to the KL), plus beta * r * k3 KL to the reference
+    (TRL 1.16's use_bias_correction_kl, on by default). Returns (loss, ratio, kl or None)."""
     ratio = torch.exp(logps - old_logps)
     clipped = ratio.clamp(1 - epsilon_low, 1 + epsilon_high)
     loss = -torch.min(ratio * advantages, clipped * advantages)
+    if is_weights is not None:
+        loss = loss * is_weights
     kl = None
     if beta:
         delta = ref_logps - logps
@@ -410,7 +468,7 @@ def train(args):
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids)
     sft_eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else min(eos_ids)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, 
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
         lambda update: lr_multiplier(args.lr_schedule, update, args.steps * args.num_iterations, args.warmup_steps))
     start_step = load_trainer_state(args, resume_from, optimizer, scheduler, rank, world) if resume_from else 0
     print0(f"{len(problems)} training problems, {world} rank(s), {args.parallel}, {args.precision}, "
@@ -440,6 +498,7 @@ def train(args):
 
     G = args.group_size if args.algo == "grpo" else 1
     per_rank = args.batch_size // G // world  # problems per rank per step
+    truncation = TruncationWatch()
     bar = tqdm(range(start_step, args.steps), initial=start_step, total=args.steps, disable=not master,
                desc=args.algo, dynamic_ncols=True)
     for step in bar:
@@ -448,17 +507,21 @@ def train(args):
         local = [problems[i] for i in indices[rank * per_rank:(rank + 1) * per_rank]]
         if args.algo == "sft":
             seqs, metrics = sft_sequences(args, tokenizer, local, sft_eos), {}
-            t_generated = t_scored = time.perf_counter()
+            gen_time = reward_time = 0.0
         else:
             seed = (args.seed * 1_000_003 + step) * 4096 + rank  # a fresh, reproducible stream per step and rank
-            samples = rollout(args, policy, tokenizer, local, G, seed)
-            t_generated = time.perf_counter()
-            sample_problems = [p for p in local for _ in range(G)]
-            parts = compute_rewards(args, sample_problems, samples, reward_model)
-            t_scored = time.perf_counter()
+            if args.dynamic_sampling:
+                samples, sample_problems, parts, gen_time, reward_time, sampling_metrics = dynamic_sampling(
+                    args, policy, tokenizer, problems, step, seed, rank, world, device, reward_model)
+            else:
+                samples, sample_problems, parts, gen_time, reward_time = sample_and_score(
+                    args, policy, tokenizer, local, G, seed, reward_model)
+                sampling_metrics = {}
             seqs, metrics = grpo_sequences(args, samples, parts, eos_ids, pad_id, rank, device)
+            metrics.update(sampling_metrics)
             if args.dump_every and step % args.dump_every == 0:
                 dump_samples(args, step, sample_problems, samples, parts, seqs, rank)
+        t_scored = time.perf_counter()
         n_sequences, total_tokens = all_sum([len(seqs), sum(s["n_tokens"] for s in seqs)], device)
         loss_type = "dapo" if args.algo == "sft" else args.loss_type  # SFT: the token mean over the batch
         weights = sequence_weights(loss_type, [s["n_tokens"] for s in seqs], n_sequences, total_tokens,
@@ -468,21 +531,24 @@ def train(args):
         stats, grad_norm = optimize(args, module, policy, ref_policy, optimizer, scheduler, seqs, pad_id, device,
                                     world)
         t_end = time.perf_counter()
-        totals = dict(zip(stats, all_sum(list(stats.values()), device)))
+        totals = all_reduce_stats(stats, device)
         tokens = max(1.0, totals["tokens"])
         step_time = t_end - t_start
         metrics.update(loss=totals["loss"], entropy=totals["entropy"] / tokens, grad_norm=grad_norm,
                        lr=scheduler.get_last_lr()[0], trained_tokens=int(totals["tokens"] / args.num_iterations),
-                       tokens_per_s=total_tokens / step_time, step_time=step_time, gen_time=t_generated - t_start,
-                       reward_time=t_scored - t_generated, train_time=t_end - t_scored)
+                       tokens_per_s=total_tokens / step_time, step_time=step_time, gen_time=gen_time,
+                       reward_time=reward_time, train_time=t_end - t_scored)
         if device.type == "cuda":  # this step's peak on this rank: what sizing --batch-size and --token-budget needs
             metrics["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
             torch.cuda.reset_peak_memory_stats(device)
         if args.algo == "grpo":
             metrics.update(clip_low=totals["clip_low"] / tokens, clip_high=totals["clip_high"] / tokens,
-                           clip_region=totals["clip_region"] / tokens)
+                           clip_region=totals["clip_region"] / tokens, **mismatch_metrics(args, totals))
             if args.beta:
                 metrics["kl"] = totals["kl"] / tokens
+            warning = truncation.update(metrics["clipped_ratio"], args.max_new_tokens)
+            if warning and master:
+                print(warning, file=sys.stderr, flush=True)
             bar.set_postfix(reward=f"{metrics['reward'] or 0:.3f}", pass_rate=f"{metrics['pass_rate'] or 0:.2f}",
                             len=f"{metrics['completion_len']:.0f}", s=f"{step_time:.1f}")
         else:
@@ -502,6 +568,30 @@ def train(args):
 # -----------------------------------------------------------------------------
 # The machinery train() calls: log-probs (a chunked head), micro-batches, distributed, checkpoints,
 # rollout, batches, the optimizer step
+
+
+def rollout_is_weights(train_logps, engine_logps, sequence_index, mode, cap):
+    """TRL's vllm_importance_sampling_mode on our flat tokens: the ratio pi_train / pi_engine of the sampled tokens,
+    per token (token_*) or per sequence, the product over its tokens (sequence_*); truncated at cap or set to 0
+    above it (mask). sequence_index: each token's sequence in the micro-batch. No gradient flows through it."""
+    log_ratio = (train_logps - engine_logps).detach()
+    if mode.startswith("sequence"):
+        per_sequence = torch.zeros(int(sequence_index.max()) + 1 if len(sequence_index) else 0,
+                                   dtype=log_ratio.dtype, device=log_ratio.device)
+        log_ratio = per_sequence.index_add_(0, sequence_index, log_ratio)[sequence_index]
+    ratio = torch.exp(log_ratio)
+    return ratio.clamp(max=cap) if mode.endswith("truncate") else ratio.masked_fill(ratio > cap, 0.0)
+
+
+def engine_logprobs(seqs, device):
+    """The engine's log-probs of the targets of collate(seqs) (same order) and each target's sequence index; None
+    for an empty micro-batch (collate's dummy row is never trained)."""
+    if not seqs:
+        return None
+    values = [v for s in seqs for v in s["engine_logps"]]
+    index = [k for k, s in enumerate(seqs) for _ in s["engine_logps"]]
+    return (torch.tensor(values, dtype=torch.float32, device=device),
+            torch.tensor(index, dtype=torch.long, device=device))
 
 
 LOGITS_PER_CHUNK = 1 << 27  # logits (tokens x vocab) materialised at once: 512 MiB in fp32
@@ -653,12 +743,20 @@ def all_gather_objects(obj):
     return out
 
 
-def all_sum(values, device):
-    """Sum a list of floats over ranks."""
+def all_sum(values, device, op=None):
+    """Sum (or op, a dist.ReduceOp) a list of floats over ranks."""
     t = torch.tensor(values, dtype=torch.float64, device=device)
     if dist.is_initialized():
-        dist.all_reduce(t)
+        dist.all_reduce(t, **({"op": op} if op is not None else {}))
     return t.tolist()
+
+
+def all_reduce_stats(stats, device):
+    """optimize()'s statistics over ranks: maxima (MISMATCH_MAXES) by max, the rest summed."""
+    maxima = [k for k in stats if k in MISMATCH_MAXES]
+    sums = [k for k in stats if k not in MISMATCH_MAXES]
+    totals = dict(zip(sums, all_sum([stats[k] for k in sums], device)))
+    return totals | dict(zip(maxima, all_sum([stats[k] for k in maxima], device, dist.ReduceOp.MAX) if maxima else []))
 
 
 def build_policy(args, path, device, world, trainable=True):
@@ -798,8 +896,9 @@ def load_trainer_state(args, checkpoint_dir, optimizer, scheduler, rank, world):
 
 
 @torch.no_grad()
-def rollout(args, policy, tokenizer, problems, n, seed, temperature=None):
-    """n completions per problem, prompt-major, from the current weights."""
+def rollout(args, policy, tokenizer, problems, n, seed, temperature=None, on_finish=None):
+    """n completions per problem, prompt-major, from the current weights. on_finish(index, sample): the engine's
+    callback as each completion finishes (index into the returned list)."""
     prompts = [prompt_text(args, tokenizer, p) for p in problems]
     per_call = max(1, args.gen_rows // n) if args.gen_rows else len(prompts)
     samples = []
@@ -808,13 +907,138 @@ def rollout(args, policy, tokenizer, problems, n, seed, temperature=None):
             chunk = generate(policy.lm, tokenizer, prompts[start:start + per_call], n=n,
                              max_new_tokens=args.max_new_tokens,
                              temperature=args.temperature if temperature is None else temperature,
-                             top_p=args.top_p, top_k=args.top_k, seed=seed + start)
+                             top_p=args.top_p, top_k=args.top_k, seed=seed + start,
+                             **({} if on_finish is None else
+                                {"on_finish": lambda row, sample, first=start * n: on_finish(first + row, sample)}))
             for s in chunk:
                 s.prompt_index += start
             samples += chunk
     if torch.cuda.is_available():
         torch.cuda.empty_cache()  # the KV cache is garbage now: give its memory back before the training forwards
     return samples
+
+
+def sample_and_score(args, policy, tokenizer, problems, n, seed, reward_model):
+    """n samples per problem and their rewards: (samples, each sample's problem, compute_rewards' parts, seconds of
+    decoding, seconds of rewards after decoding, the part of the step that waits for them)."""
+    t_start = time.perf_counter()
+    sample_problems = [p for p in problems for _ in range(n)]
+    stream = RewardStream(args, sample_problems) if args.overlap_rewards else None
+    samples = rollout(args, policy, tokenizer, problems, n, seed, on_finish=stream.add if stream else None)
+    t_generated = time.perf_counter()
+    parts = compute_rewards(args, sample_problems, samples, reward_model, stream.outcomes(samples) if stream else None)
+    return samples, sample_problems, parts, t_generated - t_start, time.perf_counter() - t_generated
+
+
+class RewardStream:
+    """--overlap-rewards: a rollout's outcomes, computed while it decodes. The engine hands each row to add() as it
+    finishes; a worker thread sends whatever finished since its last call to execute.py's sandbox in one run_jobs
+    call, so that by the end of decoding most verdicts are in, and outcomes() waits for the rest. The jobs and the
+    verdicts are code_outcome_reward's, so the rewards are the same whatever order the rows finish in. Tasks
+    without jobs (math's checker is quick) are scored after decoding. The reward model still scores after
+    decoding: on the policy's GPU, or on the CPU cores the sandbox uses, it would slow decoding down."""
+
+    def __init__(self, args, problems):
+        self.args, self.problems = args, problems
+        self.queue, self.reported, self.statuses, self.error = queue.Queue(), set(), {}, None
+        self.thread = threading.Thread(target=self.work, daemon=True)
+        self.thread.start()
+
+    def add(self, index, sample):
+        self.reported.add(index)
+        if "jobs" in TASKS[self.problems[index]["task"]]:
+            self.queue.put((index, sample))
+
+    def work(self):
+        finished = False
+        while not finished:
+            batch = [self.queue.get()]
+            while not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            finished = None in batch
+            batch = [item for item in batch if item is not None]
+            if self.error is not None or not batch:
+                continue
+            try:
+                jobs = []
+                for index, sample in batch:
+                    self.statuses[index] = []
+                    jobs += TASKS[self.problems[index]["task"]]["jobs"](self.problems[index], sample, index)
+                for result in run_code_jobs(self.args, jobs):
+                    self.statuses[result["id"][0]].append(result["status"])
+            except BaseException as e:  # raised in the training thread, by outcomes()
+                self.error = e
+
+    def outcomes(self, samples):
+        """R_out of every sample (in order), once the sandbox is done."""
+        for index, sample in enumerate(samples):  # rows no engine call reported (a generate() without on_finish)
+            if index not in self.reported:
+                self.add(index, sample)
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        r_out = np.zeros(len(samples))
+        for task in {p["task"] for p in self.problems}:
+            idx = [i for i, p in enumerate(self.problems) if p["task"] == task]
+            if "jobs" in TASKS[task]:
+                r_out[idx] = [TASKS[task]["verdict"](self.statuses[i]) for i in idx]
+            else:
+                r_out[idx] = TASKS[task]["outcome"](self.args, [self.problems[i] for i in idx],
+                                                    [samples[i] for i in idx])
+        return r_out
+
+
+def dynamic_sampling(args, policy, tokenizer, problems, step, seed, rank, world, device, reward_model):
+    """--dynamic-sampling (DAPO): the step's groups whose rewards are all equal (no gradient) are dropped, and
+    more groups are sampled (from problems drawn for this step and round, so a resumed run draws the same ones)
+    until batch/G groups with spread are found or --dynamic-sampling-rounds extra rounds are spent; a batch still
+    short is filled with equal-reward groups, in the order they came. The batch is then dealt to the ranks as a
+    plain step's is, so that everything after sampling is unchanged. Returns sample_and_score's values for this
+    rank's share, and metrics: frac_reward_zero_std* over every group sampled, before filtering."""
+    G, per_step = args.group_size, args.batch_size // args.group_size
+    per_rank = per_step // world
+    spread, equal, mine, tables = [], [], {}, []  # group keys (round, rank, index), in the order generated
+    gen_time = reward_time = 0.0
+    for extra in range(args.dynamic_sampling_rounds + 1):
+        if extra == 0:
+            count = per_rank
+            indices = step_problems(len(problems), per_step, step, args.seed)[rank * per_rank:(rank + 1) * per_rank]
+        else:  # about as many groups as the share with spread so far says are needed, at most a full batch
+            keep_rate = len(spread) / (len(spread) + len(equal))
+            count = per_rank if not spread else min(per_rank, math.ceil((per_step - len(spread)) / keep_rate / world))
+            drawn = np.random.default_rng([args.seed, step, extra]).choice(len(problems), count * world,
+                                                                           replace=count * world > len(problems))
+            indices = drawn.tolist()[rank * count:(rank + 1) * count]
+        samples, _, parts, t_gen, t_reward = sample_and_score(args, policy, tokenizer, [problems[i] for i in indices],
+                                                              G, seed + (extra << 40), reward_model)
+        gen_time, reward_time = gen_time + t_gen, reward_time + t_reward
+        table = all_gather_rows(torch.tensor(np.stack([parts["reward"], parts["r_fmt"], parts["r_out"]], 1),
+                                             dtype=torch.float64, device=device)).cpu()
+        tables.append(table)
+        zero_std = group_advantages(table[:, 0], G)[1].view(-1, G)[:, 0].tolist()
+        for g, flat in enumerate(zero_std):
+            (equal if flat else spread).append((extra, g // count, g % count))
+        for g, problem_index in enumerate(indices):
+            mine[(extra, rank, g)] = (problem_index, samples[g * G:(g + 1) * G],
+                                      {k: v[g * G:(g + 1) * G] for k, v in parts.items()})
+        if len(spread) >= per_step:
+            break
+    chosen = sorted(spread[:per_step] + equal[:max(0, per_step - len(spread))])
+    groups = {}
+    for shared in all_gather_objects({key: mine[key] for key in chosen if key in mine}):
+        groups.update(shared)
+    local = [groups[key] for key in chosen[rank * per_rank:(rank + 1) * per_rank]]
+    samples = [s for _, group, _ in local for s in group]
+    sample_problems = [problems[i] for i, _, _ in local for _ in range(G)]
+    parts = {k: np.concatenate([p[k] for _, _, p in local]) for k in local[0][2]}
+    generated = torch.cat(tables)
+    metrics = {"frac_reward_zero_std": float(group_advantages(generated[:, 0], G)[1].float().mean()),
+               **component_zero_std(generated[:, 1], generated[:, 2], G),
+               "dynamic_sampling/extra_rounds": extra, "dynamic_sampling/groups_sampled": len(spread) + len(equal),
+               "dynamic_sampling/groups_equal": len(equal),
+               "dynamic_sampling/groups_filled": max(0, per_step - len(spread))}
+    return samples, sample_problems, parts, gen_time, reward_time, metrics
 
 
 def evaluate_policy(args, policy, tokenizer, problems, rank, world, device):
@@ -868,7 +1092,7 @@ def grpo_sequences(args, samples, parts, eos_ids, pad_id, rank, device):
     advantages, zero_std = group_advantages(table[:, 0], args.group_size, args.scale_rewards)
     advantages = advantages[rank * len(samples):(rank + 1) * len(samples)].tolist()
     seqs = [dict(ids=s.prompt_token_ids + s.token_ids[:n], n_prompt=len(s.prompt_token_ids), advantage=a,
-                 n_tokens=0 if args.mask_truncated and cut else n)
+                 n_tokens=0 if args.mask_truncated and cut else n, engine_logps=s.logprobs[:n])
             for s, n, cut, a in zip(samples, lengths, truncated, advantages)]
     reward, r_fmt, r_out, r_proc, length, cut = table.numpy().T
     passed = r_out == 1
@@ -881,7 +1105,38 @@ def grpo_sequences(args, samples, parts, eos_ids, pad_id, rank, device):
                    frac_reward_zero_std=float(zero_std.float().mean()), completion_len=float(length.mean()),
                    completion_len_min=float(length.min()), completion_len_max=float(length.max()),
                    clipped_ratio=float(cut.mean()), terminated_len=mean(np.where(cut == 1, np.nan, length)))
+    metrics.update(component_zero_std(table[:, 1], table[:, 2], args.group_size))
+    if "r_len" in parts:
+        total, count = all_sum([float(parts["r_len"].sum()), len(samples)], device)
+        metrics["r_len"] = total / count
     return seqs, metrics
+
+
+def component_zero_std(r_fmt, r_out, group_size):
+    """Shares of samples whose group has equal rewards under R_out alone and under R_fmt + R_out (plain GRPO's
+    reward): next to frac_reward_zero_std (the reward trained on), they show how many groups R_proc makes useful."""
+    return {f"frac_reward_zero_std/{name}": float(group_advantages(r, group_size)[1].float().mean())
+            for name, r in (("r_out", r_out), ("outcome", r_fmt + r_out))}
+
+
+class TruncationWatch:
+    """Warns once, loudly, when more than half of a step's completions hit --max-new-tokens for `steps` steps in a
+    row: cut completions rarely hold an answer, so their reward (and with --mask-truncated their gradient) is lost
+    without any error, and whole runs have been lost to a too small limit."""
+
+    def __init__(self, steps=3):
+        self.steps, self.in_a_row, self.warned = steps, 0, False
+
+    def update(self, clipped_ratio, max_new_tokens):
+        """The warning's text the first time the condition holds, else None."""
+        self.in_a_row = self.in_a_row + 1 if clipped_ratio > 0.5 else 0
+        if self.in_a_row < self.steps or self.warned:
+            return None
+        self.warned = True
+        return (f"\n{'!' * 100}\nWARNING: more than half of the completions hit --max-new-tokens {max_new_tokens} "
+                f"for {self.steps} steps in a row (clipped_ratio {clipped_ratio:.2f}): cut before their answer, they "
+                f"earn little reward and teach little. Raise --max-new-tokens, or penalise length near the limit with "
+                f"--overlong-buffer.\n{'!' * 100}")
 
 
 def dump_samples(args, step, problems, samples, parts, seqs, rank):
@@ -928,10 +1183,13 @@ def optimize(args, module, policy, ref_policy, optimizer, scheduler, seqs, pad_i
             if args.beta:
                 ref_logps[k] = ref_policy(**model_inputs)[0]
 
-    names = ("tokens", "entropy", "loss", "clip_low", "clip_high", "clip_region", "kl")
+    names = ("tokens", "entropy", "loss", "clip_low", "clip_high", "clip_region", "kl") + MISMATCH_SUMS
     totals = torch.zeros(len(names), dtype=torch.float64, device=device)  # summed on the device: no syncs
+    extremes = torch.full((len(MISMATCH_MAXES),), -math.inf, dtype=torch.float64, device=device)
+    engine = [engine_logprobs([trained[i] for i in b], device) if args.algo == "grpo" else None for b in batches]
+    is_weights = [None] * n_micro
     grad_norms = []
-    for _ in range(args.num_iterations):
+    for iteration in range(args.num_iterations):
         for k, (model_inputs, advantages, weights) in enumerate(inputs):
             set_grad_sync(module, k == n_micro - 1)
             with autocast(args, policy):
@@ -940,23 +1198,58 @@ def optimize(args, module, policy, ref_policy, optimizer, scheduler, seqs, pad_i
                 token_loss, ratio, kl = -logps, torch.ones_like(logps), None
             else:
                 old = old_logps[k] if old_logps[k] is not None else logps.detach()  # on-policy: r = 1 exactly
+                if iteration == 0 and engine[k] is not None:  # the sampling policy's log-probs, as the engine saw them
+                    is_weights[k] = measure_mismatch(args, old, *engine[k], weights > 0,
+                                                     totals[-len(MISMATCH_SUMS):], extremes)
                 token_loss, ratio, kl = per_token_loss(logps, old, ref_logps[k], advantages, args.epsilon,
-                                                       args.epsilon_high, args.beta)
+                                                       args.epsilon_high, args.beta, is_weights[k])
             # weights are global, and DDP/FSDP average gradients over ranks: multiply back by the world size
             loss = (token_loss * weights).sum() * world
             loss.backward()
             real = weights > 0
             low = (ratio < 1 - args.epsilon) & (advantages < 0) & real
             high = (ratio > 1 + args.epsilon_high) & (advantages > 0) & real
-            totals += torch.stack([real.sum(), entropy[real].sum(), loss.detach() / world / args.num_iterations,
-                                   low.sum(), high.sum(), (low | high).sum(),
-                                   kl.detach()[real].sum() if kl is not None else real.sum() * 0]).double()
+            totals[:7] += torch.stack([real.sum(), entropy[real].sum(), loss.detach() / world / args.num_iterations,
+                                       low.sum(), high.sum(), (low | high).sum(),
+                                       kl.detach()[real].sum() if kl is not None else real.sum() * 0]).double()
         grad_norms.append(nn.utils.clip_grad_norm_(policy.parameters(), args.max_grad_norm or float("inf")))
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
     grad_norm = float(np.mean([float(n.full_tensor() if hasattr(n, "full_tensor") else n) for n in grad_norms]))
-    return dict(zip(names, totals.tolist())), grad_norm
+    return dict(zip(names, totals.tolist())) | dict(zip(MISMATCH_MAXES, extremes.tolist())), grad_norm
+
+
+# Engine/trainer mismatch statistics of a step: sums over ranks (token count, |diff| sum, IS ratio sum) and maxima
+MISMATCH_SUMS = ("mismatch_tokens", "logp_diff_sum", "is_ratio_sum")
+MISMATCH_MAXES = ("logp_diff_max", "is_ratio_max", "is_ratio_neg_min")
+
+
+def measure_mismatch(args, train_logps, engine_logps, sequence_index, real, sums, maxes):
+    """Adds this micro-batch's |logp_train - logp_engine| over trained tokens (and the --rollout-is ratios) to the
+    step's sums and maxima, in place; returns the --rollout-is weights (None when off)."""
+    diff = (train_logps - engine_logps).abs()[real]
+    weights = rollout_is_weights(train_logps, engine_logps, sequence_index, args.rollout_is, args.rollout_is_cap) \
+        if args.rollout_is else None
+    ratio = weights[real] if weights is not None else torch.ones_like(diff)
+    sums += torch.stack([real.sum(), diff.sum(), ratio.sum()]).double()
+    if real.any():
+        torch.maximum(maxes, torch.stack([diff.max(), ratio.max(), -ratio.min()]).double(), out=maxes)
+    return weights
+
+
+def mismatch_metrics(args, totals):
+    """TRL's names: sampling/sampling_logp_difference/{mean,max}, sampling/importance_sampling_ratio/*."""
+    n = totals["mismatch_tokens"]
+    if not n:
+        return {}
+    metrics = {"sampling/sampling_logp_difference/mean": totals["logp_diff_sum"] / n,
+               "sampling/sampling_logp_difference/max": totals["logp_diff_max"]}
+    if args.rollout_is:
+        metrics.update({"sampling/importance_sampling_ratio/min": -totals["is_ratio_neg_min"],
+                        "sampling/importance_sampling_ratio/mean": totals["is_ratio_sum"] / n,
+                        "sampling/importance_sampling_ratio/max": totals["is_ratio_max"]})
+    return metrics
 
 
 # -----------------------------------------------------------------------------

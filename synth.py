@@ -359,7 +359,7 @@ def is_sharded(model):
 
 @torch.inference_mode()  # not just no_grad: skipping autograd's version and view bookkeeping saves ~10% per step
 def generate(model, tokenizer, prompts, n=1, max_new_tokens=256, temperature=1.0, top_p=1.0, top_k=0, stop=(), seed=0,
-             lockstep=None, sync_every=16, fast=True):
+             lockstep=None, sync_every=16, fast=True, on_finish=None):
     """Sample n completions for each prompt (strings, already formatted). Returns len(prompts) * n Samples,
     prompt-major: sample j of prompt i at index i * n + j. Callers batch prompts to fit memory: the cache holds
     len(prompts) * n rows of (longest prompt + max_new_tokens) tokens.
@@ -369,6 +369,9 @@ def generate(model, tokenizer, prompts, n=1, max_new_tokens=256, temperature=1.0
     sync_every: the host reads the device (finished rows, stop strings, the lockstep all-reduce) every this many steps.
     fast: decode steps of a plain decoder (llama, qwen2, qwen3, mistral) run fast_decode_step; False, or any other
     model, calls the model's own forward at every step. Prefill always runs the model's forward.
+    on_finish(index, sample): called at the sync point where row `index` (its place in the returned list) finishes,
+    with its final Sample, so that a caller can score it while the other rows still decode; keep it quick (hand the
+    work to a thread): the decode loop waits for it.
     """
     stop = (stop,) if isinstance(stop, str) else tuple(stop)  # stop="\n\n" must not become one stop per character
     if n < 1 or max_new_tokens < 1 or temperature < 0 or not 0 < top_p <= 1 or top_k < 0 or sync_every < 1:
@@ -388,13 +391,13 @@ def generate(model, tokenizer, prompts, n=1, max_new_tokens=256, temperature=1.0
     model.eval()  # no dropout while sampling; the caller's mode is restored below
     try:
         return _generate(model, tokenizer, list(prompts), n, max_new_tokens, temperature, top_p, top_k, stop, seed,
-                         lockstep, sync_every, fast)
+                         lockstep, sync_every, fast, on_finish)
     finally:
         model.train(was_training)
 
 
 def _generate(model, tokenizer, prompts, n, max_new_tokens, temperature, top_p, top_k, stop, seed, lockstep,
-              sync_every, fast):
+              sync_every, fast, on_finish):
     device = next(model.parameters()).device
     forward_args = inspect.signature(model.forward).parameters
     cache_arg = "cache" if "cache" in forward_args else "past_key_values"  # transformers renamed it in 5.x
@@ -439,6 +442,16 @@ def _generate(model, tokenizer, prompts, n, max_new_tokens, temperature, top_p, 
     rows = list(range(len(source)))
     out_tokens, out_logprobs = [[] for _ in rows], [[] for _ in rows]
     finish_reason = [None] * len(rows)
+    samples = [None] * len(rows)  # built when a row finishes if on_finish wants it, else at the end
+
+    def finished_sample(row):
+        ids, reason = out_tokens[row], finish_reason[row]
+        text = tokenizer.decode(ids[:-1] if reason == "eos" else ids, skip_special_tokens=True)
+        if reason == "stop":
+            text = text[:min(text.find(s) for s in stop if s in text)]
+        return Sample(prompt_index=row // n, text=text, token_ids=ids, logprobs=out_logprobs[row],
+                      finish_reason=reason, prompt_token_ids=distinct_ids[position[prompts[row // n]]])
+
     checked = [0] * len(rows)  # tokens already searched for stop strings
     chunk_tokens = torch.empty((len(rows), sync_every), dtype=torch.long, device=device)
     chunk_logprobs = torch.empty((len(rows), sync_every), dtype=torch.float, device=device)
@@ -473,6 +486,9 @@ def _generate(model, tokenizer, prompts, n, max_new_tokens, temperature, top_p, 
                     finish_reason[row] = "length"
                 if finish_reason[row] is None:
                     keep.append(i)
+                elif on_finish is not None:
+                    samples[row] = finished_sample(row)
+                    on_finish(row, samples[row])
             if len(keep) < len(rows) and keep:
                 # Compact: later steps cost only what the unfinished rows need.
                 index = torch.tensor(keep, device=device)
@@ -502,15 +518,7 @@ def _generate(model, tokenizer, prompts, n, max_new_tokens, temperature, top_p, 
         else:  # lockstep, this rank is done: a forward on a dummy row keeps the other ranks' collectives matched
             model(input_ids=torch.full((1, 1), pad_id, device=device), use_cache=False, **last_logits_only)
 
-    samples = []
-    for row in range(len(out_tokens)):
-        ids, reason = out_tokens[row], finish_reason[row]
-        text = tokenizer.decode(ids[:-1] if reason == "eos" else ids, skip_special_tokens=True)
-        if reason == "stop":
-            text = text[:min(text.find(s) for s in stop if s in text)]
-        samples.append(Sample(prompt_index=row // n, text=text, token_ids=ids, logprobs=out_logprobs[row],
-                              finish_reason=reason, prompt_token_ids=distinct_ids[position[prompts[row // n]]]))
-    return samples
+    return [sample or finished_sample(row) for row, sample in enumerate(samples)]
 
 
 # -----------------------------------------------------------------------------

@@ -1,0 +1,336 @@
+"""
+Tests for grpo.py's options beyond the paper's method, each off by default: the engine/trainer log-prob mismatch
+and its importance-sampling correction (--rollout-is), dynamic sampling (--dynamic-sampling), DAPO's soft overlong
+punishment (--overlong-buffer) and the truncation warning, and rewards overlapped with decoding (--overlap-rewards).
+CPU, tiny random models, no downloads.
+
+    python -m pytest -q tests/test_grpo_options.py
+"""
+
+import json
+import math
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+import grpo  # noqa: E402
+from synth import Sample, generate, tiny_model, train_tiny_tokenizer  # noqa: E402
+from test_grpo import (CORPUS, even_outcome, metrics, per_prompt_generate, register_even_task, run_args,  # noqa: E402
+                       scripted_generate, weights, write_jsonl)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny")
+    tokenizer = train_tiny_tokenizer(CORPUS, vocab_size=300)
+    tiny_model(tokenizer, seed=0).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture
+def even_data(tmp_path):
+    register_even_task()
+    return write_jsonl(tmp_path / "even.jsonl", [{"task_id": f"e{i}", "prompt": f"say something {i}", "task": "even"}
+                                                 for i in range(4)])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 1. Engine/trainer mismatch: measured every step, corrected with --rollout-is
+
+
+def trl_rollout_is(train, engine, mask, mode, cap):
+    """TRL 1.16's vllm_importance_sampling_mode, restated on (rows, tokens) tensors with a completion mask."""
+    diff = (train - engine) * mask
+    ratio = torch.exp(diff.sum(-1, keepdim=True) if mode.startswith("sequence") else diff)
+    ratio = ratio.clamp(max=cap) if mode.endswith("truncate") else ratio.masked_fill(ratio > cap, 0.0)
+    return ratio.expand_as(train)
+
+
+@pytest.mark.parametrize("mode", ["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"])
+def test_rollout_is_weights_match_trl(mode):
+    g = torch.Generator().manual_seed(0)
+    rows, width = 5, 6
+    lengths = torch.tensor([6, 3, 1, 4, 5])
+    mask = (torch.arange(width)[None] < lengths[:, None]).float()
+    train = -torch.rand(rows, width, generator=g) * 3
+    engine = train + 0.6 * torch.randn(rows, width, generator=g)  # ratios on both sides of the cap
+    keep = mask.bool()
+    index = torch.arange(rows)[:, None].expand_as(mask)[keep]
+    ours = grpo.rollout_is_weights(train[keep], engine[keep], index, mode, 1.5)
+    expected = trl_rollout_is(train, engine, mask, mode, 1.5)[keep]
+    assert torch.allclose(ours, expected, atol=1e-6, rtol=1e-6)
+    assert (ours <= 1.5).all() and (ours == 0).any() == mode.endswith("mask")
+    # no gap, no correction: every weight is exactly 1
+    assert torch.equal(grpo.rollout_is_weights(train[keep], train[keep], index, mode, 1.5), torch.ones(len(index)))
+
+
+def test_first_on_policy_update_is_exact_in_fp32(model_dir, even_data, tmp_path, monkeypatch):
+    """slime's invariant: in fp32 the first (here the only) update on a batch has ratio exactly 1 and nothing
+    clipped, and the engine's log-probs equal the trainer's to rounding (logged gap < 1e-5)."""
+    ratios, corrections = [], []
+    real_loss = grpo.per_token_loss
+
+    def recording_loss(*args):
+        loss, ratio, kl = real_loss(*args)
+        ratios.append(ratio.detach().clone())
+        corrections.append(args[-1])
+        return loss, ratio, kl
+
+    monkeypatch.setattr(grpo, "per_token_loss", recording_loss)
+    grpo.train(run_args(model_dir, even_data, tmp_path / "fp32", "--batch-size", 16, "--group-size", 4, "--steps", 2,
+                        "--max-new-tokens", 16, "--lr", 1e-2, "--rollout-is", "sequence_mask"))
+    assert ratios and all(torch.equal(r, torch.ones_like(r)) for r in ratios)
+    assert all(c is not None for c in corrections)
+    for m in metrics(tmp_path / "fp32"):
+        assert m["clip_region"] == 0 and m["clip_low"] == 0 and m["clip_high"] == 0
+        assert 0 <= m["sampling/sampling_logp_difference/mean"] <= m["sampling/sampling_logp_difference/max"] < 1e-5
+        assert abs(m["sampling/importance_sampling_ratio/min"] - 1) < 1e-4
+        assert abs(m["sampling/importance_sampling_ratio/max"] - 1) < 1e-4
+
+
+def optimize_once(args, model_dir, seqs):
+    module, policy, _ = grpo.build_policy(args, model_dir, torch.device("cpu"), world=1)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=args.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    stats, _ = grpo.optimize(args, module, policy, None, optimizer, scheduler, seqs, 0, torch.device("cpu"), 1)
+    return stats, [p.detach().clone() for p in policy.parameters()]
+
+
+def test_correction_changes_nothing_when_the_gap_is_zero(model_dir, tmp_path):
+    args = run_args(model_dir, "unused.jsonl", tmp_path, "--lr", 1e-3, "--precision", "fp32", "--no-grad-ckpt")
+    g = torch.Generator().manual_seed(1)
+    ids = lambda n: torch.randint(0, 300, (n,), generator=g).tolist()
+    prompts = [ids(3), ids(3)]
+    seqs = [dict(ids=prompts[k % 2] + ids(n), n_prompt=3, advantage=a, weight=0.05, n_tokens=n)
+            for k, (n, a) in enumerate([(6, 1.0), (3, -0.5), (5, 0.3), (2, -0.8)])]
+    # the engine's log-probs made equal to the trainer's own: the same forward on the same micro-batch
+    _, policy, _ = grpo.build_policy(args, model_dir, torch.device("cpu"), world=1)
+    [batch] = grpo.micro_batches([len(s["ids"]) for s in seqs], args.token_budget)
+    with torch.no_grad():
+        logps = policy(**grpo.collate([seqs[i] for i in batch], 0, "cpu", share_prompts=True)[0])[0].tolist()
+    for i in batch:
+        n = len(seqs[i]["ids"]) - seqs[i]["n_prompt"]
+        seqs[i]["engine_logps"], logps = logps[:n], logps[n:]
+    stats, plain = optimize_once(args, model_dir, seqs)
+    assert stats["logp_diff_max"] == 0 and stats["logp_diff_sum"] == 0 and stats["mismatch_tokens"] == 16
+    for mode in ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask"):
+        args.rollout_is, args.rollout_is_cap = mode, 1.0  # even at the tightest cap
+        stats, corrected = optimize_once(args, model_dir, seqs)
+        assert stats["is_ratio_max"] == 1 and -stats["is_ratio_neg_min"] == 1
+        assert all(torch.equal(a, b) for a, b in zip(plain, corrected)), mode
+    assert any(not torch.equal(a, b) for a, b in zip(plain, grpo.build_policy(args, model_dir, torch.device("cpu"), 1)[1].parameters()))
+
+
+def test_bf16_gap_is_logged_and_the_correction_applies(model_dir, even_data, tmp_path):
+    common = ["--batch-size", 16, "--group-size", 4, "--steps", 1, "--max-new-tokens", 16, "--lr", 1e-2,
+              "--precision", "bf16"]
+    runs = {"off": [], "token_mask": ["--rollout-is", "token_mask", "--rollout-is-cap", 1.0005],
+            "sequence_truncate": ["--rollout-is", "sequence_truncate", "--rollout-is-cap", 1.0]}
+    for name, extra in runs.items():
+        grpo.train(run_args(model_dir, even_data, tmp_path / name, *common, *extra))
+    logged = {name: metrics(tmp_path / name)[0] for name in runs}
+    for m in logged.values():  # the same samples, the same gap: clearly above fp32's rounding
+        assert m["sampling/sampling_logp_difference/mean"] == logged["off"]["sampling/sampling_logp_difference/mean"]
+        assert m["sampling/sampling_logp_difference/mean"] > 1e-5
+        assert m["clip_region"] == 0  # the PPO ratio of the first update is still exactly 1
+    assert "sampling/importance_sampling_ratio/mean" not in logged["off"]
+    assert logged["token_mask"]["sampling/importance_sampling_ratio/min"] == 0  # some tokens masked ...
+    assert logged["token_mask"]["sampling/importance_sampling_ratio/max"] > 0.99  # ... not all
+    assert logged["sequence_truncate"]["sampling/importance_sampling_ratio/max"] <= 1.0
+    assert logged["sequence_truncate"]["sampling/importance_sampling_ratio/min"] < 1.0
+    plain = weights(tmp_path / "off" / "step_000001")
+    for name in ("token_mask", "sequence_truncate"):
+        corrected = weights(tmp_path / name / "step_000001")
+        assert max((plain[k] - corrected[k]).abs().max().item() for k in plain) > 1e-6, name
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 3. Length: DAPO's soft overlong punishment, and the warning when most completions are cut
+
+
+def test_overlong_penalty_hand_computed():
+    # --max-new-tokens 20, --overlong-buffer 5: free up to 15 tokens, then -P/5 per token, -P at 20
+    got = grpo.overlong_penalty([1, 15, 16, 18, 20, 24], 20, 5, 0.5)
+    assert got.tolist() == pytest.approx([0.0, 0.0, -0.1, -0.3, -0.5, -0.5], abs=1e-12)
+    assert grpo.overlong_penalty([0, 10, 20], 20, 20, 1.0).tolist() == pytest.approx([0.0, -0.5, -1.0])
+
+    register_even_task()
+    args = grpo.parse_args(["--reward", "outcome", "--max-new-tokens", "20", "--overlong-buffer", "5",
+                            "--overlong-penalty", "0.5"])
+    samples = [Sample(0, "x", [2] * n, [0.0] * n, "eos", [1]) for n in (10, 16, 20)]  # every token even: R_out 1
+    parts = grpo.compute_rewards(args, [{"task": "even"}] * 3, samples, None)
+    assert parts["r_len"].tolist() == pytest.approx([0.0, -0.1, -0.5])
+    assert parts["reward"].tolist() == pytest.approx([1.0, 0.9, 0.5])
+    off = grpo.compute_rewards(grpo.parse_args(["--reward", "outcome"]), [{"task": "even"}] * 3, samples, None)
+    assert "r_len" not in off and off["reward"].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_truncation_warning_once_after_several_steps_in_a_row(model_dir, even_data, tmp_path, capsys):
+    watch = grpo.TruncationWatch(steps=3)
+    said = [watch.update(r, 64) for r in [0.6, 0.7, 0.5, 0.6, 0.9, 1.0, 1.0, 0.2, 0.9, 0.9, 0.9]]
+    assert [k for k, text in enumerate(said) if text] == [5]  # the third cut step in a row, and only once
+    assert "--max-new-tokens 64" in said[5]
+    # a run whose random policy never stops within 4 tokens
+    grpo.train(run_args(model_dir, even_data, tmp_path / "cut", "--batch-size", 8, "--group-size", 2, "--steps", 4,
+                        "--max-new-tokens", 4))
+    assert all(m["clipped_ratio"] > 0.5 for m in metrics(tmp_path / "cut"))
+    assert capsys.readouterr().err.count("WARNING: more than half of the completions hit --max-new-tokens 4") == 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 2. Dynamic sampling
+
+
+def flat_or_even_outcome(args, problems, samples):
+    """Problems marked flat give every sample the same reward (a group with no spread); the others the share of
+    even token ids, which differs between samples."""
+    return [1.0 if p.get("flat") else even for p, even in zip(problems, even_outcome(args, problems, samples))]
+
+
+def flat_or_even_data(path, n, flat):
+    grpo.TASKS["flat_or_even"] = dict(format=lambda text: 0.0, outcome=flat_or_even_outcome)
+    return write_jsonl(path, [{"task_id": f"p{i}", "prompt": f"say something {i}", "task": "flat_or_even",
+                               "flat": i in flat} for i in range(n)])
+
+
+def trained_task_ids(out, step=0):
+    return [json.loads(line)["task_id"] for line in open(Path(out) / "samples" / f"step_{step:06d}.jsonl")]
+
+
+def test_dynamic_sampling_keeps_the_batch_and_changes_it_only_by_the_dropped_groups(model_dir, tmp_path,
+                                                                                     monkeypatch):
+    """Samples depend on the prompt alone (per_prompt_generate), so a hand-built batch of the groups dynamic
+    sampling kept must give exactly its update; the default run differs (it trains with the equal-reward groups)."""
+    monkeypatch.setattr(grpo, "generate", per_prompt_generate)
+    first = grpo.step_problems(8, 4, 0, 0)  # the step's first draw: two of its four problems have no spread
+    data = flat_or_even_data(tmp_path / "data.jsonl", 8, flat=first[:2])
+    common = ["--batch-size", 16, "--group-size", 4, "--steps", 1, "--lr", 1e-3, "--dump-every", 1]
+    grpo.train(run_args(model_dir, data, tmp_path / "dynamic", *common, "--dynamic-sampling"))
+    kept = trained_task_ids(tmp_path / "dynamic")
+    assert len(kept) == 16  # the batch size is kept
+    groups = kept[::4]
+    assert all(kept[k] == groups[k // 4] for k in range(16))
+    flat_ids = {f"p{i}" for i in first[:2]}
+    assert not flat_ids & set(groups)
+    assert groups[:2] == [f"p{i}" for i in first[2:]]  # the first draw's groups with spread come first, in order
+    m = metrics(tmp_path / "dynamic")[0]
+    assert m["dynamic_sampling/extra_rounds"] >= 1 and m["dynamic_sampling/groups_filled"] == 0
+    assert m["dynamic_sampling/groups_equal"] >= 2
+    assert m["frac_reward_zero_std"] == pytest.approx(m["dynamic_sampling/groups_equal"]
+                                                      / m["dynamic_sampling/groups_sampled"])
+
+    # the hand-built batch: the kept groups' problems, in the order a plain step draws them
+    rows = [json.loads(line) for line in open(data)]
+    by_id = {r["task_id"]: r for r in rows}
+    order = grpo.step_problems(4, 4, 0, 0)
+    hand = [None] * 4
+    for position, index in enumerate(order):
+        hand[index] = dict(by_id[groups[position]], task_id=f"h{position}")
+    hand_data = write_jsonl(tmp_path / "hand.jsonl", hand)
+    grpo.train(run_args(model_dir, hand_data, tmp_path / "hand", *common))
+    assert [by_id[t]["prompt"] for t in kept] == \
+        [by_id[groups[int(t[1:])]]["prompt"] for t in trained_task_ids(tmp_path / "hand")]
+    a, b = weights(tmp_path / "dynamic" / "step_000001"), weights(tmp_path / "hand" / "step_000001")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    grpo.train(run_args(model_dir, data, tmp_path / "plain", *common))
+    plain = weights(tmp_path / "plain" / "step_000001")
+    assert set(trained_task_ids(tmp_path / "plain")) & flat_ids
+    assert any(not torch.equal(a[k], plain[k]) for k in a)
+    assert metrics(tmp_path / "plain")[0]["frac_reward_zero_std"] == 0.5
+
+
+def test_dynamic_sampling_fills_a_batch_still_short_after_its_rounds(model_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(grpo, "generate", per_prompt_generate)
+    data = flat_or_even_data(tmp_path / "flat.jsonl", 6, flat=range(6))
+    grpo.train(run_args(model_dir, data, tmp_path / "run", "--batch-size", 8, "--group-size", 4, "--steps", 1,
+                        "--dump-every", 1, "--dynamic-sampling", "--dynamic-sampling-rounds", 2))
+    assert len(trained_task_ids(tmp_path / "run")) == 8
+    m = metrics(tmp_path / "run")[0]
+    assert m["dynamic_sampling/extra_rounds"] == 2 and m["dynamic_sampling/groups_filled"] == 2
+    assert m["dynamic_sampling/groups_sampled"] == 6 and m["frac_reward_zero_std"] == 1.0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 4. Rewards overlapped with decoding
+
+
+def test_engine_reports_each_row_when_it_finishes(model_dir):
+    lm = grpo.load_model(model_dir, dtype=torch.float32, device="cpu")[0]
+    tokenizer = grpo.load_model(model_dir, dtype=torch.float32, device="cpu")[1]
+    reports = []
+    samples = generate(lm, tokenizer, ["say something", "Write a function"], n=4, max_new_tokens=24, stop=("e",),
+                       sync_every=4, seed=3, on_finish=lambda i, s: reports.append((i, s)))
+    assert sorted(i for i, _ in reports) == list(range(8))
+    assert all(samples[i] is s for i, s in reports)
+    # reported at the sync point where the row finished: in order of the chunk of sync_every tokens it ended in
+    chunks = [math.ceil(len(s.token_ids) / 4) for _, s in reports]
+    assert chunks == sorted(chunks) and chunks[0] < chunks[-1], chunks
+    again = generate(lm, tokenizer, ["say something", "Write a function"], n=4, max_new_tokens=24, stop=("e",),
+                     sync_every=4, seed=3)
+    assert [(s.text, s.token_ids, s.logprobs) for s in again] == [(s.text, s.token_ids, s.logprobs) for s in samples]
+
+
+ADD_TESTS = {"type": "call", "fn_name": "add", "cases": [{"args": [1, 2], "expected": 3}, {"args": [2, 2], "expected": 4}]}
+
+
+def test_overlapped_rewards_equal_the_sequential_ones(monkeypatch):
+    import reward
+    monkeypatch.setattr(reward, "score", lambda model, tok, problems, reasonings, codes=None, batch_size=16:
+                        [0.1 + 0.01 * len(r) for r in reasonings])
+    code = dict(task_id="add", task="code", prompt="add", code_prefix="", code_prompt="", tests={"base": ADD_TESTS})
+    math_problem = dict(task_id="m", task="math", prompt="1+1", answer="2", tests={})
+    texts = [grpo.format_completion("right", "def add(a, b):\n    return a + b"),
+             grpo.format_completion("wrong", "def add(a, b):\n    return a - b"),
+             grpo.format_completion("raises", "def add(a, b):\n    raise ValueError"),
+             grpo.format_completion("loops", "def add(a, b):\n    while True: pass"),
+             "no code at all", grpo.format_math_completion("one and one", "2"),
+             grpo.format_math_completion("one and one", "3"), grpo.format_completion("also right", "add = lambda a, b: b + a")]
+    problems = [code] * 5 + [math_problem] * 2 + [code]
+    samples = [Sample(0, t, [1], [0.0], "eos", [1]) for t in texts]
+    args = grpo.parse_args(["--reward", "gated", "--exec-workers", "2", "--exec-timeout", "0.5"])
+    sequential = grpo.compute_rewards(args, problems, samples, (None, None))
+    stream = grpo.RewardStream(args, problems)
+    order = [3, 0, 6, 2, 5]  # out of order, and rows 1, 4 and 7 never reported by the engine
+    for i in order:
+        stream.add(i, samples[i])
+    overlapped = grpo.compute_rewards(args, problems, samples, (None, None), stream.outcomes(samples))
+    assert sequential["r_out"].tolist() == [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0]
+    for key in sequential:
+        assert np.array_equal(sequential[key], overlapped[key], equal_nan=True), key
+
+
+def reporting_scripted_generate(model, tokenizer, prompts, n=1, seed=0, temperature=1.0, on_finish=None, **kwargs):
+    """scripted_generate, reporting its rows to on_finish in a shuffled order (as rows finish out of order)."""
+    samples = scripted_generate(model, tokenizer, prompts, n=n, seed=seed, temperature=temperature, **kwargs)
+    if on_finish is not None:
+        for i in random.Random(seed).sample(range(len(samples)), len(samples)):
+            on_finish(i, samples[i])
+    return samples
+
+
+def test_overlapped_run_gives_the_same_rewards_and_update(model_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(grpo, "generate", reporting_scripted_generate)
+    data = write_jsonl(tmp_path / "add.jsonl", [{"task_id": f"add{i}", "prompt": f"Write add(a, b), #{i}.",
+                                                 "tests": ADD_TESTS} for i in range(4)])
+    common = ["--batch-size", 12, "--group-size", 3, "--steps", 2, "--lr", 1e-3, "--dump-every", 1,
+              "--exec-workers", 2, "--gen-rows", 6]
+    for name, extra in (("sequential", []), ("overlapped", ["--overlap-rewards"])):
+        grpo.train(run_args(model_dir, data, tmp_path / name, *common, *extra))
+    for step in range(2):
+        a, b = [[json.loads(line) for line in open(tmp_path / run / "samples" / f"step_{step:06d}.jsonl")]
+                for run in ("sequential", "overlapped")]
+        assert a == b and [r["r_out"] for r in a] == [1.0, 0.0, 0.0] * 4
+    keys = ("reward", "pass_rate", "r_fmt", "loss", "grad_norm", "frac_reward_zero_std")
+    assert [[m[k] for k in keys] for m in metrics(tmp_path / "sequential")] == \
+        [[m[k] for k in keys] for m in metrics(tmp_path / "overlapped")]
+    a, b = weights(tmp_path / "sequential" / "step_000002"), weights(tmp_path / "overlapped" / "step_000002")
+    assert all(torch.equal(a[k], b[k]) for k in a)
