@@ -20,7 +20,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-import grpo  # noqa: E402
+import grpo
+import synth  # noqa: E402
 from synth import Sample, generate, tiny_model, train_tiny_tokenizer  # noqa: E402
 from test_grpo import (CORPUS, even_outcome, metrics, per_prompt_generate, register_even_task, run_args,  # noqa: E402
                        scripted_generate, weights, write_jsonl)
@@ -288,12 +289,12 @@ def test_overlapped_rewards_equal_the_sequential_ones(monkeypatch):
                         [0.1 + 0.01 * len(r) for r in reasonings])
     code = dict(task_id="add", task="code", prompt="add", code_prefix="", code_prompt="", tests={"base": ADD_TESTS})
     math_problem = dict(task_id="m", task="math", prompt="1+1", answer="2", tests={})
-    texts = [grpo.format_completion("right", "def add(a, b):\n    return a + b"),
-             grpo.format_completion("wrong", "def add(a, b):\n    return a - b"),
-             grpo.format_completion("raises", "def add(a, b):\n    raise ValueError"),
-             grpo.format_completion("loops", "def add(a, b):\n    while True: pass"),
-             "no code at all", grpo.format_math_completion("one and one", "2"),
-             grpo.format_math_completion("one and one", "3"), grpo.format_completion("also right", "add = lambda a, b: b + a")]
+    texts = [synth.format_completion("right", "def add(a, b):\n    return a + b"),
+             synth.format_completion("wrong", "def add(a, b):\n    return a - b"),
+             synth.format_completion("raises", "def add(a, b):\n    raise ValueError"),
+             synth.format_completion("loops", "def add(a, b):\n    while True: pass"),
+             "no code at all", synth.format_math_completion("one and one", "2"),
+             synth.format_math_completion("one and one", "3"), synth.format_completion("also right", "add = lambda a, b: b + a")]
     problems = [code] * 5 + [math_problem] * 2 + [code]
     samples = [Sample(0, t, [1], [0.0], "eos", [1]) for t in texts]
     args = grpo.parse_args(["--reward", "gated", "--exec-workers", "2", "--exec-timeout", "0.5"])
