@@ -476,11 +476,12 @@ def commit_checkpoint(tmp, final, out, keep):
 
 
 def remove_checkpoint(path):
-    """Out of the step_* namespace in one atomic (and flushed) rename, then deleted: a kill mid-delete leaves a
-    .trash_* directory that the next start sweeps."""
+    """Out of the step_* namespace in one atomic rename, then deleted: a kill mid-delete leaves a .trash_* directory
+    that the next start sweeps. The rename is flushed first, so a host crash cannot undo it under a half-deleted
+    directory."""
     out, name = os.path.split(path)
     trash = os.path.join(out, ".trash_" + name)
-    shutil.rmtree(trash, ignore_errors=True)  # the rename cannot replace a non-empty directory
+    shutil.rmtree(trash, ignore_errors=True)  # a leftover of the same name would make the rename fail
     os.replace(path, trash)
     fsync(out)
     shutil.rmtree(trash)
@@ -497,14 +498,11 @@ def sweep_checkpoints(out):
     swept = []
     for name in sorted(os.listdir(out)):
         path = os.path.join(out, name)
-        if name.startswith((".tmp_step_", ".trash_step_")):
-            swept.append(name)
-        elif (name.startswith("step_") and name[5:].isdigit() and int(name[5:]) < newest_step
-              and not os.path.isfile(os.path.join(path, TRAINER_STATE_FILE))):
-            swept.append(name + " (incomplete)")
-        else:
-            continue
-        shutil.rmtree(path, ignore_errors=True)
+        half_deleted = (name.startswith("step_") and name[5:].isdigit() and int(name[5:]) < newest_step
+                        and not os.path.isfile(os.path.join(path, TRAINER_STATE_FILE)))
+        if half_deleted or name.startswith((".tmp_step_", ".trash_step_")):
+            shutil.rmtree(path, ignore_errors=True)
+            swept.append(name + (" (incomplete)" if half_deleted else ""))
     if swept:
         print(f"{out}: removed the leftovers of interrupted saves and deletions: {', '.join(swept)}")
 
@@ -526,7 +524,7 @@ def unreadable_file(path):
                 with open(file) as f:
                     json.load(f)
     except Exception as e:  # any failure to load is a corrupt checkpoint, whatever the library raises
-        return f"{file} ({type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''})"
+        return f"{file} ({type(e).__name__}: {' '.join(str(e).split())[:100]})"
     return None
 
 
@@ -615,7 +613,6 @@ def train(args):
     bf16 = args.precision == "bf16" or (args.precision == "auto" and device.type == "cuda")
     if rank == 0:
         print(json.dumps({**vars(args), "world_size": world, "device": str(device), "bf16": bf16}, indent=2))
-    if rank == 0:
         sweep_checkpoints(args.out)
     groups, total_steps, resume_from, state = check_run(args, world, fsdp and device.type == "cpu" and bf16)
     start_step = state["step"] if state else 0

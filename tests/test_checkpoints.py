@@ -105,14 +105,14 @@ def kill_points(out):
     tmp3, step1, step3, trash1 = (os.path.join(out, n) for n in (".tmp_step_000003", "step_000001", "step_000003",
                                                                  ".trash_step_000001"))
     return {
-        "writing optimizer.pt": (torch, "save", lambda *a: a[1] == os.path.join(tmp3, "optimizer.pt"), 1, [tmp3]),
-        "writing trainer_state.pt": (torch, "save", lambda *a: a[1] == os.path.join(tmp3, "trainer_state.pt"), 1,
-                                     [tmp3]),
-        "flushing the files": (os, "fsync", lambda *a: os.path.isdir(tmp3), 3, [tmp3]),
-        "renaming into step_000003": (os, "replace", lambda *a: a[1] == step3, 1, [tmp3]),
-        "flushing the rename": (os, "fsync", lambda *a: os.path.isdir(step3) and os.path.isdir(step1), 1, []),
-        "renaming step_000001 to trash": (os, "replace", lambda *a: a[1] == trash1, 1, []),
-        "deleting step_000001": (os, "unlink", lambda *a: os.path.isdir(step3), 3, [trash1]),
+        "before optimizer.pt": (torch, "save", lambda *a: a[1] == os.path.join(tmp3, "optimizer.pt"), 1, [tmp3]),
+        "before trainer_state.pt": (torch, "save", lambda *a: a[1] == os.path.join(tmp3, "trainer_state.pt"), 1,
+                                    [tmp3]),
+        "amid the flush of the files": (os, "fsync", lambda *a: os.path.isdir(tmp3), 3, [tmp3]),
+        "before the rename into step_000003": (os, "replace", lambda *a: a[1] == step3, 1, [tmp3]),
+        "before the flush of the rename": (os, "fsync", lambda *a: os.path.isdir(step3) and os.path.isdir(step1), 1, []),
+        "before step_000001 goes to trash": (os, "replace", lambda *a: a[1] == trash1, 1, []),
+        "amid the deletion of step_000001": (os, "unlink", lambda *a: os.path.isdir(step3), 3, [trash1]),
     }
 
 
