@@ -73,7 +73,8 @@ from transformers.cache_utils import DynamicCache
 
 import reward
 from reward import (begin_checkpoint, checkpoint_paths, commit_checkpoint, enable_grad_ckpt, latest_checkpoint,
-                    lr_multiplier, pack_by_budget, setup_distributed, shard_layers, truncate_metrics)
+                    lr_multiplier, pack_by_budget, resume_checkpoint, setup_distributed, shard_layers,
+                    sweep_checkpoints, truncate_metrics)
 from synth import (all_boxed, build_prompt, completion_target, encode_prompt, eos_token_ids, extract_code, fail,
                    format_prompt, generate, load_model, load_problems, read_jsonl, score_math, solution_from_output,
                    split_reasoning, task_jobs)
@@ -450,6 +451,7 @@ def train(args):
     os.makedirs(args.out, exist_ok=True)
     barrier()
     if master:
+        sweep_checkpoints(args.out)
         with open(os.path.join(args.out, "config.json"), "w") as f:
             json.dump(vars(args), f, indent=1)
 
@@ -457,7 +459,7 @@ def train(args):
     eval_problems = load_problems(args.eval_data, args.eval_benchmark, tasks=TASKS) if args.eval_data else []
     if args.eval_limit:
         eval_problems = eval_problems[:args.eval_limit]
-    resume_from = latest_checkpoint(args.out) if args.resume else None
+    resume_from = resume_checkpoint(args.out, rank) if args.resume else None
     torch.manual_seed(args.seed)
     module, policy, tokenizer = build_policy(args, resume_from or args.model, device, world)
     ref_policy = build_policy(args, args.model, device, world, trainable=False)[0] if args.beta else None

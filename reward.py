@@ -61,6 +61,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -421,8 +422,9 @@ def truncate_metrics(path, step):
         f.writelines(kept)
 
 
-# Checkpoints: OUT/step_000100/ with trainer_state.pt written last; a save fills OUT/.tmp_step_000100/ and renames
-# it, so a kill mid-save leaves the previous checkpoint the newest one.
+# Checkpoints: OUT/step_000100/ with trainer_state.pt written last. A save fills OUT/.tmp_step_000100/, flushes it to
+# disk and renames it, so a kill or a host crash mid-save leaves the previous checkpoint the newest one. An old one is
+# renamed to OUT/.trash_step_*/ before it is deleted: a half-deleted directory is never a step_* no listing sees.
 
 def list_checkpoints(out):
     """Complete checkpoints (those with a trainer_state.pt) of a run directory, oldest first by step number."""
@@ -450,20 +452,98 @@ def begin_checkpoint(out, step):
     return tmp, final
 
 
+def fsync(path):
+    """Flush a file's data, or a directory's entries, to disk: a rename alone can reach the disk before them."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def commit_checkpoint(tmp, final, out, keep):
-    """The last act of a save (rank 0), after trainer_state.pt: the atomic rename, then all but the newest `keep`
-    checkpoints go."""
-    shutil.rmtree(final, ignore_errors=True)  # the same step saved again after a resume
+    """The last act of a save (rank 0), after trainer_state.pt: everything flushed, the atomic rename, the rename
+    flushed, then all but the newest `keep` checkpoints go."""
+    for name in os.listdir(tmp):
+        fsync(os.path.join(tmp, name))
+    fsync(tmp)
+    if os.path.isdir(final):  # the same step saved again after a resume
+        remove_checkpoint(final)
     os.replace(tmp, final)  # atomic: a kill before this line leaves the previous checkpoint as the newest
+    fsync(out)
     for old in list_checkpoints(out)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        remove_checkpoint(old)
 
 
-def remove_unfinished_saves(out):
-    """Leftovers of a save that was killed before its rename (rank 0, at start)."""
-    for name in os.listdir(out) if os.path.isdir(out) else []:
-        if name.startswith(".tmp_step_"):
-            shutil.rmtree(os.path.join(out, name), ignore_errors=True)
+def remove_checkpoint(path):
+    """Out of the step_* namespace in one atomic rename, then deleted: a kill mid-delete leaves a .trash_* directory
+    that the next start sweeps. The rename is flushed first, so a host crash cannot undo it under a half-deleted
+    directory."""
+    out, name = os.path.split(path)
+    trash = os.path.join(out, ".trash_" + name)
+    shutil.rmtree(trash, ignore_errors=True)  # a leftover of the same name would make the rename fail
+    os.replace(path, trash)
+    fsync(out)
+    shutil.rmtree(trash)
+
+
+def sweep_checkpoints(out):
+    """At start (rank 0): remove what killed saves and deletions left, the temporary and trash directories, and the
+    incomplete step_* directories older than the newest complete checkpoint (half deleted: nothing can resume
+    from them and no save replaces them). .corrupt_* directories stay for someone to look at."""
+    if not os.path.isdir(out):
+        return
+    newest = latest_checkpoint(out)
+    newest_step = int(os.path.basename(newest)[5:]) if newest else -1
+    swept = []
+    for name in sorted(os.listdir(out)):
+        path = os.path.join(out, name)
+        half_deleted = (name.startswith("step_") and name[5:].isdigit() and int(name[5:]) < newest_step
+                        and not os.path.isfile(os.path.join(path, TRAINER_STATE_FILE)))
+        if half_deleted or name.startswith((".tmp_step_", ".trash_step_")):
+            shutil.rmtree(path, ignore_errors=True)
+            swept.append(name + (" (incomplete)" if half_deleted else ""))
+    if swept:
+        print(f"{out}: removed the leftovers of interrupted saves and deletions: {', '.join(swept)}")
+
+
+def unreadable_file(path):
+    """'file (error)' for the first file of checkpoint `path` that does not load, or None. Weights and optimizer
+    state are opened by mmap, which reads their headers and indexes only, so checking costs little at any size;
+    a truncated or empty file, what a crash of the host can leave, fails here."""
+    file = path
+    try:
+        for name in sorted(os.listdir(path)):
+            file = os.path.join(path, name)
+            if name.endswith(".pt"):
+                torch.load(file, mmap=True, weights_only=False)
+            elif name.endswith(".safetensors"):
+                with safe_open(file, "pt"):
+                    pass
+            elif name.endswith(".json"):
+                with open(file) as f:
+                    json.load(f)
+    except Exception as e:  # any failure to load is a corrupt checkpoint, whatever the library raises
+        return f"{file} ({type(e).__name__}: {' '.join(str(e).split())[:100]})"
+    return None
+
+
+def resume_checkpoint(out, rank=0):
+    """The newest checkpoint of `out` whose files all load, or None if it has no complete one. Each newer corrupt
+    one is named in a line and moved to .corrupt_step_* (rank 0), out of the --keep count and the next resume's
+    way. If none loads, the run stops with one line and moves nothing: never a silent start from scratch."""
+    checkpoints, corrupt = list_checkpoints(out), []
+    while checkpoints and (bad := unreadable_file(checkpoints[-1])):
+        corrupt.append((checkpoints.pop(), bad))
+    if corrupt and not checkpoints:
+        fail(f"--resume: no checkpoint in {out} loads: {'; '.join(bad for _, bad in corrupt)}")
+    for path, bad in corrupt if rank == 0 else []:
+        aside = os.path.join(out, ".corrupt_" + os.path.basename(path))
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(path, aside)
+        print(f"--resume: {bad} does not load; moved {path} to {aside}, resuming from {checkpoints[-1]}",
+              file=sys.stderr)
+    return checkpoints[-1] if checkpoints else None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -533,6 +613,7 @@ def train(args):
     bf16 = args.precision == "bf16" or (args.precision == "auto" and device.type == "cuda")
     if rank == 0:
         print(json.dumps({**vars(args), "world_size": world, "device": str(device), "bf16": bf16}, indent=2))
+        sweep_checkpoints(args.out)
     groups, total_steps, resume_from, state = check_run(args, world, fsdp and device.type == "cpu" and bf16)
     start_step = state["step"] if state else 0
     raw_model, model, tokenizer, optimizer = build(args, resume_from, state, device, world, distributed, fsdp, bf16)
@@ -546,7 +627,6 @@ def train(args):
     metrics_path = os.path.join(args.out, "metrics.jsonl")
     if rank == 0:
         os.makedirs(args.out, exist_ok=True)
-        remove_unfinished_saves(args.out)
         truncate_metrics(metrics_path, start_step)
     eval_groups = {path: read_groups([path]) for path in args.eval_data}
 
@@ -595,7 +675,7 @@ def check_run(args, world, cpu_bf16_fsdp):
     if len(groups) < args.batch_size:
         raise ValueError(f"{args.data}: {len(groups)} problems, fewer than --batch-size {args.batch_size}")
     total_steps = args.steps if args.steps > 0 else math.ceil(args.epochs * (len(groups) // args.batch_size))
-    resume_from = latest_checkpoint(args.out) if args.resume else None
+    resume_from = resume_checkpoint(args.out, int(os.environ.get("RANK", 0))) if args.resume else None
     if not args.resume and list_checkpoints(args.out):
         raise ValueError(f"{args.out} already has checkpoints; pass --resume or choose another --out")
     state = None
