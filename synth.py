@@ -405,97 +405,54 @@ def _generate(model, tokenizer, prompts, n, max_new_tokens, temperature, top_p, 
     eos_ids = eos_token_ids(model, tokenizer)
     eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos_ids or [0])[0]
-
-    # Prefill: each distinct prompt once, left-padded so that every row's next token goes to the same cache column.
-    distinct = list(dict.fromkeys(prompts))
-    distinct_ids = [encode_prompt(tokenizer, p) for p in distinct]
-    for text, ids in zip(distinct, distinct_ids):
+    encoded = {p: encode_prompt(tokenizer, p) for p in dict.fromkeys(prompts)}  # a prompt repeated is encoded once
+    for text, ids in encoded.items():
         if not ids:
             raise ValueError(f"prompt {prompts.index(text)} encodes to no tokens")
-    prompt_len = max(len(ids) for ids in distinct_ids)
-    input_ids = torch.full((len(distinct), prompt_len), pad_id, dtype=torch.long)
-    prompt_mask = torch.zeros((len(distinct), prompt_len), dtype=torch.bool)
-    for i, ids in enumerate(distinct_ids):
-        input_ids[i, prompt_len - len(ids):] = torch.tensor(ids)
-        prompt_mask[i, prompt_len - len(ids):] = True
-    input_ids, prompt_mask = input_ids.to(device), prompt_mask.to(device)
-    cache = new_cache(model, prompt_len + max_new_tokens)
-    out = model(input_ids=input_ids, attention_mask=prompt_mask, position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0),
-                use_cache=True, **{cache_arg: cache}, **last_logits_only)
-
-    # Replicate to rows: row r is sample r % n of prompt r // n.
-    position = {p: i for i, p in enumerate(distinct)}
-    source = torch.tensor([position[p] for p in prompts for _ in range(n)], device=device)
-    cache.batch_select_indices(source)
-    logits = out.logits[:, -1][source]
-    del out
-    attention = torch.ones((len(source), prompt_len + max_new_tokens), dtype=torch.bool, device=device)
-    attention[:, :prompt_len] = prompt_mask[source]
-    next_position = prompt_mask.sum(-1)[source]
+    prompt_ids = [encoded[p] for p in prompts]
+    prompt_len = max(len(ids) for ids in encoded.values())
+    capacity = prompt_len + max_new_tokens
+    cache = new_cache(model, capacity)
+    logits, attention, next_position = _prefill(model, prompts, encoded, n, capacity, pad_id, cache,
+                                                {cache_arg: cache, **last_logits_only})
+    fast_step = fast_decode_step(model, cache, capacity) if fast else None
     # sdpa takes a ready (rows, 1, 1, kv) boolean mask; handing one over skips transformers' per-step mask building,
     # which also reads the mask back to the host. Other attention kernels, or sliding layers, get the 2D mask.
     ready_mask = model.config._attn_implementation == "sdpa" and all(
         isinstance(layer, PreallocatedLayer) for layer in cache.layers)
-    fast_step = fast_decode_step(model, cache, prompt_len + max_new_tokens) if fast else None
 
-    # Decode. Host-side state per original row; device-side state per row of the current (shrinking) batch.
-    rows = list(range(len(source)))
-    out_tokens, out_logprobs = [[] for _ in rows], [[] for _ in rows]
-    finish_reason = [None] * len(rows)
-    samples = [None] * len(rows)  # built when a row finishes if on_finish wants it, else at the end
+    def next_logits(tokens, position, mask):
+        if fast_step:
+            return fast_step(tokens, position, mask)
+        return model(input_ids=tokens[:, None], attention_mask=mask[:, None, None, :] if ready_mask else mask,
+                     position_ids=position[:, None], use_cache=True, **{cache_arg: cache},
+                     **last_logits_only).logits[:, -1]
 
-    def finished_sample(row):
-        ids, reason = out_tokens[row], finish_reason[row]
-        text = tokenizer.decode(ids[:-1] if reason == "eos" else ids, skip_special_tokens=True)
-        if reason == "stop":
-            text = text[:min(text.find(s) for s in stop if s in text)]
-        return Sample(prompt_index=row // n, text=text, token_ids=ids, logprobs=out_logprobs[row],
-                      finish_reason=reason, prompt_token_ids=distinct_ids[position[prompts[row // n]]])
+    # Decode: sample on the device every step; look at the host only every sync_every steps.
+    rows = _Rows(len(prompts) * n, sync_every, device)
 
-    checked = [0] * len(rows)  # tokens already searched for stop strings
-    chunk_tokens = torch.empty((len(rows), sync_every), dtype=torch.long, device=device)
-    chunk_logprobs = torch.empty((len(rows), sync_every), dtype=torch.float, device=device)
-    eos_at = torch.zeros(len(rows), dtype=torch.long, device=device)  # length up to the first EOS, 0 = none yet
+    def finished(row):
+        return rows.sample(row, tokenizer, stop, n, prompt_ids[row // n])
+
+    samples = [None] * len(prompts) * n  # built when a row finishes if on_finish wants it, else at the end
     generator = torch.Generator(device=device).manual_seed(seed)
     step, running = 0, True
     while True:
         if running:
             tokens, logprobs = sample_next_token(logits, temperature, top_k, top_p, generator)
-            chunk_tokens[:, step % sync_every], chunk_logprobs[:, step % sync_every] = tokens, logprobs
-            eos_at = torch.where((eos_at == 0) & torch.isin(tokens, eos), step + 1, eos_at)
+            rows.record(step, tokens, logprobs, eos)
         step += 1
 
         if running and (step % sync_every == 0 or step == max_new_tokens):
-            # The only host<->device sync: collect the chunk, finish rows, drop them from the batch.
-            filled = (step - 1) % sync_every + 1
-            new_tokens, new_logprobs = chunk_tokens[:, :filled].tolist(), chunk_logprobs[:, :filled].tolist()
-            keep = []
-            for i, (row, eos_length) in enumerate(zip(rows, eos_at.tolist())):
-                out_tokens[row] += new_tokens[i]
-                out_logprobs[row] += new_logprobs[i]
-                if eos_length:
-                    del out_tokens[row][eos_length:], out_logprobs[row][eos_length:]
-                    finish_reason[row] = "eos"
-                if stop:
-                    stop_length = find_stop(tokenizer, out_tokens[row], stop, checked[row])
-                    checked[row] = len(out_tokens[row])
-                    if stop_length is not None:
-                        del out_tokens[row][stop_length:], out_logprobs[row][stop_length:]
-                        finish_reason[row] = "stop"
-                if finish_reason[row] is None and step == max_new_tokens:
-                    finish_reason[row] = "length"
-                if finish_reason[row] is None:
-                    keep.append(i)
-                elif on_finish is not None:
-                    samples[row] = finished_sample(row)
-                    on_finish(row, samples[row])
-            if len(keep) < len(rows) and keep:
-                # Compact: later steps cost only what the unfinished rows need.
+            keep, done = rows.collect(step, step == max_new_tokens, tokenizer, stop)
+            for row in done if on_finish is not None else ():
+                samples[row] = finished(row)
+                on_finish(row, samples[row])
+            if done and keep:  # compact: later steps cost only what the unfinished rows need
                 index = torch.tensor(keep, device=device)
                 cache.batch_select_indices(index)
                 tokens, attention, next_position = tokens[index], attention[index], next_position[index]
-                eos_at, chunk_tokens, chunk_logprobs = eos_at[index], chunk_tokens[index], chunk_logprobs[index]
-                rows = [rows[i] for i in keep]
+                rows.select(keep, index)
             running = bool(keep)
 
         if lockstep and step % sync_every == 0:
@@ -507,18 +464,96 @@ def _generate(model, tokenizer, prompts, n, max_new_tokens, temperature, top_p, 
             break
 
         if running:
-            mask = attention[:, :prompt_len + step]
-            if fast_step:
-                logits = fast_step(tokens, next_position + step - 1, mask)
-            else:
-                out = model(input_ids=tokens[:, None], attention_mask=mask[:, None, None, :] if ready_mask else mask,
-                            position_ids=(next_position + step - 1)[:, None], use_cache=True, **{cache_arg: cache},
-                            **last_logits_only)
-                logits = out.logits[:, -1]
+            logits = next_logits(tokens, next_position + step - 1, attention[:, :prompt_len + step])
         else:  # lockstep, this rank is done: a forward on a dummy row keeps the other ranks' collectives matched
             model(input_ids=torch.full((1, 1), pad_id, device=device), use_cache=False, **last_logits_only)
 
-    return [sample or finished_sample(row) for row, sample in enumerate(samples)]
+    return [sample or finished(row) for row, sample in enumerate(samples)]
+
+
+def _prefill(model, prompts, encoded, n, capacity, pad_id, cache, cache_args):
+    """One forward over each distinct prompt (encoded: {prompt: token ids}, in order of first appearance), left-padded
+    so that every row's next token goes to the same cache column; then the cache copied to the rows (row r is sample
+    r % n of prompt r // n). Returns per row: the next-token logits, the attention mask over the whole capacity, and
+    the position of the first new token."""
+    device = next(model.parameters()).device
+    distinct, distinct_ids = list(encoded), list(encoded.values())
+    prompt_len = max(len(ids) for ids in distinct_ids)
+    input_ids = torch.full((len(distinct), prompt_len), pad_id, dtype=torch.long)
+    prompt_mask = torch.zeros((len(distinct), prompt_len), dtype=torch.bool)
+    for i, ids in enumerate(distinct_ids):
+        input_ids[i, prompt_len - len(ids):] = torch.tensor(ids)
+        prompt_mask[i, prompt_len - len(ids):] = True
+    input_ids, prompt_mask = input_ids.to(device), prompt_mask.to(device)
+    out = model(input_ids=input_ids, attention_mask=prompt_mask, position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0),
+                use_cache=True, **cache_args)
+    position = {p: i for i, p in enumerate(distinct)}
+    source = torch.tensor([position[p] for p in prompts for _ in range(n)], device=device)
+    cache.batch_select_indices(source)
+    attention = torch.ones((len(source), capacity), dtype=torch.bool, device=device)
+    attention[:, :prompt_len] = prompt_mask[source]
+    return out.logits[:, -1][source], attention, prompt_mask.sum(-1)[source]
+
+
+class _Rows:
+    """The decode loop's bookkeeping. Host side, per row of the returned list: its tokens and log-probs so far, why
+    it finished, how far it was searched for stop strings. Device side, per row of the current batch (finished rows
+    are dropped from it): what was sampled since the last sync, and where each row first sampled an EOS."""
+
+    def __init__(self, n_rows, sync_every, device):
+        self.alive = list(range(n_rows))  # the returned-list row of each row of the current batch
+        self.tokens, self.logprobs = [[] for _ in range(n_rows)], [[] for _ in range(n_rows)]
+        self.finish_reason, self.checked = [None] * n_rows, [0] * n_rows
+        self.chunk_tokens = torch.empty((n_rows, sync_every), dtype=torch.long, device=device)
+        self.chunk_logprobs = torch.empty((n_rows, sync_every), dtype=torch.float, device=device)
+        self.eos_at = torch.zeros(n_rows, dtype=torch.long, device=device)  # length up to the first EOS, 0 = none yet
+
+    def record(self, step, tokens, logprobs, eos):
+        """The step's tokens, on the device (no sync)."""
+        column = step % self.chunk_tokens.shape[1]
+        self.chunk_tokens[:, column], self.chunk_logprobs[:, column] = tokens, logprobs
+        self.eos_at = torch.where((self.eos_at == 0) & torch.isin(tokens, eos), step + 1, self.eos_at)
+
+    def collect(self, step, last_step, tokenizer, stop):
+        """The only host<->device sync: append the chunk to every row and end rows at an EOS, a stop string or the
+        length limit. Returns (batch positions of the rows still running, returned-list rows that just finished)."""
+        filled = (step - 1) % self.chunk_tokens.shape[1] + 1
+        new_tokens, new_logprobs = self.chunk_tokens[:, :filled].tolist(), self.chunk_logprobs[:, :filled].tolist()
+        keep, done = [], []
+        for i, (row, eos_length) in enumerate(zip(self.alive, self.eos_at.tolist())):
+            tokens, logprobs = self.tokens[row], self.logprobs[row]
+            tokens += new_tokens[i]
+            logprobs += new_logprobs[i]
+            if eos_length:
+                del tokens[eos_length:], logprobs[eos_length:]
+                self.finish_reason[row] = "eos"
+            if stop:
+                stop_length = find_stop(tokenizer, tokens, stop, self.checked[row])
+                self.checked[row] = len(tokens)
+                if stop_length is not None:
+                    del tokens[stop_length:], logprobs[stop_length:]
+                    self.finish_reason[row] = "stop"
+            if self.finish_reason[row] is None and last_step:
+                self.finish_reason[row] = "length"
+            if self.finish_reason[row] is None:
+                keep.append(i)
+            else:
+                done.append(row)
+        return keep, done
+
+    def select(self, keep, index):
+        """Keep only the batch rows at positions `keep` (index: the same on the device)."""
+        self.eos_at, self.chunk_tokens, self.chunk_logprobs = (t[index] for t in (self.eos_at, self.chunk_tokens,
+                                                                                   self.chunk_logprobs))
+        self.alive = [self.alive[i] for i in keep]
+
+    def sample(self, row, tokenizer, stop, n, prompt_token_ids):
+        ids, reason = self.tokens[row], self.finish_reason[row]
+        text = tokenizer.decode(ids[:-1] if reason == "eos" else ids, skip_special_tokens=True)
+        if reason == "stop":
+            text = text[:min(text.find(s) for s in stop if s in text)]
+        return Sample(prompt_index=row // n, text=text, token_ids=ids, logprobs=self.logprobs[row],
+                      finish_reason=reason, prompt_token_ids=prompt_token_ids)
 
 
 # -----------------------------------------------------------------------------
@@ -1039,6 +1074,7 @@ def task_jobs(problem, solution, job_id=None):
     """execute.py jobs that test one solution of one problem, one per test group, in group order."""
     code = problem["code_prefix"] + solution
     return [{"id": (job_id, g), "code": code, "tests": spec} for g, spec in problem["tests"].items()]
+
 
 
 def load_problems(paths, benchmark=None, need_reference=False, tasks=TASKS):
@@ -2195,7 +2231,7 @@ def toy_math_tasks(seed=0, per_template=5, heldout_fraction=0.2):
 # -----------------------------------------------------------------------------
 # Command line
 
-def main(argv=None):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help="sample completions for one or more prompts")
@@ -2257,64 +2293,83 @@ def main(argv=None):
                                                    "consistent with its code: local:PATH or http(s)://HOST/v1")
     lcb.add_argument("--out", required=True, help="pairs (JSONL), rewritten")
     args = parser.parse_args(argv)
+    if args.command == "lcb-rb" and not args.model and not (args.samples and os.path.exists(args.samples)):
+        parser.error(f"lcb-rb needs --model PATH or an existing --samples FILE (got {args.samples!r})")
+    return args
+
+
+def teacher_from_args(spec, args):
+    """make_teacher, or one line naming what is wrong with the teacher or judge flag."""
+    try:
+        return make_teacher(spec, args) if spec else None
+    except (ValueError, OSError) as e:
+        raise SystemExit(f"error: {e}")
+
+
+def exec_settings(args, timeout):
+    return dict(exec_timeout=args.exec_timeout or timeout, exec_workers=args.exec_workers,
+                exec_memory_mb=args.exec_memory_mb)
+
+
+def cmd_generate(args):
+    try:
+        model, tokenizer = load_model(args.model, args.dtype, args.device, args.trust_remote_code)
+    except OSError as e:
+        raise SystemExit(f"error: {e}")
+    prompts = [p if args.raw else format_prompt(tokenizer, p, args.system) for p in args.prompt]
+    start = time.perf_counter()
+    samples = generate(model, tokenizer, prompts, n=args.n, max_new_tokens=args.max_new_tokens,
+                       temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, stop=args.stop,
+                       seed=args.seed)
+    seconds = time.perf_counter() - start
+    for index, sample in enumerate(samples):
+        print(f"--- prompt {sample.prompt_index} sample {index % args.n}: {len(sample.token_ids)} tokens, "
+              f"finish={sample.finish_reason}, mean logprob="
+              f"{sum(sample.logprobs) / max(1, len(sample.logprobs)):.3f}\n{sample.text}")
+    n_tokens = sum(len(s.token_ids) for s in samples)
+    print(f"--- {len(samples)} samples, {n_tokens} tokens in {seconds:.2f}s ({n_tokens / seconds:.1f} tokens/s)")
+
+
+def cmd_crpl(args):
+    teacher = teacher_from_args(args.teacher, args)
+    try:
+        synthesize(load_problems(args.problems), teacher, args.out, args.failures, args.seed, args.chunk,
+                   args.max_attempts, args.max_similarity, **exec_settings(args, 3.0))
+    except (TeacherError, ValueError) as e:
+        raise SystemExit(f"error: {e}\n(finished problems are saved: the same command resumes)")
+
+
+def cmd_lcb_rb(args):
+    judge = teacher_from_args(args.judge, args)
+    problems = {p["task_id"]: p for p in load_benchmark("livecodebench", args.data, lcb_version=args.lcb_version,
+                                                        start_date=args.start_date, end_date=args.end_date)[0]}
+    samples_path = Path(args.samples or os.path.splitext(args.out)[0] + ".samples.jsonl")
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    samples_path.parent.mkdir(parents=True, exist_ok=True)
+    if args.model:
+        generate_samples(problems, argparse.Namespace(
+            model=args.model, n=args.n, dtype=args.dtype, device=args.device, family="lcb", prompt_format="recode",
+            batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+            top_p=args.top_p, seed=args.seed), samples_path)
+    try:
+        rows, counts = lcb_rb_pairs(problems, load_samples(samples_path, set(problems)), judge,
+                                    args.pairs_per_problem, args.seed, args.max_attempts, **exec_settings(args, 6.0))
+    except TeacherError as e:
+        raise SystemExit(f"error: {e}")
+    with open(args.out, "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    print(f"lcb-rb: {len(problems)} problems, {len(rows)} pairs -> {args.out}")
+    for key in sorted(counts):
+        print(f"  {key}: {counts[key]}")
+
+
+COMMANDS = {"generate": cmd_generate, "crpl": cmd_crpl, "lcb-rb": cmd_lcb_rb}
+
+
+def main(argv=None):
+    args = parse_args(argv)
     print(vars(args))
-    if args.command in ("crpl", "lcb-rb"):
-        exec_settings = dict(exec_timeout=args.exec_timeout or (3.0 if args.command == "crpl" else 6.0),
-                             exec_workers=args.exec_workers, exec_memory_mb=args.exec_memory_mb)
-        if args.command == "lcb-rb" and not args.model and not (args.samples and os.path.exists(args.samples)):
-            parser.error(f"lcb-rb needs --model PATH or an existing --samples FILE (got {args.samples!r})")
-        spec = args.teacher if args.command == "crpl" else args.judge
-        try:
-            teacher = make_teacher(spec, args) if spec else None
-        except (ValueError, OSError) as e:
-            raise SystemExit(f"error: {e}")
-
-    if args.command == "generate":
-        try:
-            model, tokenizer = load_model(args.model, args.dtype, args.device, args.trust_remote_code)
-        except OSError as e:
-            raise SystemExit(f"error: {e}")
-        prompts = [p if args.raw else format_prompt(tokenizer, p, args.system) for p in args.prompt]
-        start = time.perf_counter()
-        samples = generate(model, tokenizer, prompts, n=args.n, max_new_tokens=args.max_new_tokens,
-                           temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, stop=args.stop,
-                           seed=args.seed)
-        seconds = time.perf_counter() - start
-        for index, sample in enumerate(samples):
-            print(f"--- prompt {sample.prompt_index} sample {index % args.n}: {len(sample.token_ids)} tokens, "
-                  f"finish={sample.finish_reason}, mean logprob="
-                  f"{sum(sample.logprobs) / max(1, len(sample.logprobs)):.3f}\n{sample.text}")
-        n_tokens = sum(len(s.token_ids) for s in samples)
-        print(f"--- {len(samples)} samples, {n_tokens} tokens in {seconds:.2f}s ({n_tokens / seconds:.1f} tokens/s)")
-
-    elif args.command == "crpl":
-        try:
-            synthesize(load_problems(args.problems), teacher, args.out, args.failures, args.seed, args.chunk,
-                       args.max_attempts, args.max_similarity, **exec_settings)
-        except (TeacherError, ValueError) as e:
-            raise SystemExit(f"error: {e}\n(finished problems are saved: the same command resumes)")
-
-    elif args.command == "lcb-rb":
-        problems = {p["task_id"]: p for p in load_benchmark("livecodebench", args.data, lcb_version=args.lcb_version,
-                                                            start_date=args.start_date, end_date=args.end_date)[0]}
-        samples_path = Path(args.samples or os.path.splitext(args.out)[0] + ".samples.jsonl")
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        samples_path.parent.mkdir(parents=True, exist_ok=True)
-        if args.model:
-            generate_samples(problems, argparse.Namespace(
-                model=args.model, n=args.n, dtype=args.dtype, device=args.device, family="lcb", prompt_format="recode",
-                batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                top_p=args.top_p, seed=args.seed), samples_path)
-        try:
-            rows, counts = lcb_rb_pairs(problems, load_samples(samples_path, set(problems)), teacher,
-                                        args.pairs_per_problem, args.seed, args.max_attempts, **exec_settings)
-        except TeacherError as e:
-            raise SystemExit(f"error: {e}")
-        with open(args.out, "w") as f:
-            f.writelines(json.dumps(row) + "\n" for row in rows)
-        print(f"lcb-rb: {len(problems)} problems, {len(rows)} pairs -> {args.out}")
-        for key in sorted(counts):
-            print(f"  {key}: {counts[key]}")
+    COMMANDS[args.command](args)
 
 
 if __name__ == "__main__":
