@@ -75,8 +75,8 @@ import reward
 from reward import (begin_checkpoint, checkpoint_paths, commit_checkpoint, enable_grad_ckpt, latest_checkpoint,
                     lr_multiplier, pack_by_budget, setup_distributed, shard_layers, truncate_metrics)
 from synth import (all_boxed, build_prompt, completion_target, encode_prompt, eos_token_ids, extract_code, fail,
-                   format_prompt, generate, load_model, load_problems, read_jsonl, score_math, solution_from_output,
-                   split_reasoning, task_jobs)
+                   fold_statuses, format_prompt, generate, load_model, load_problems, read_jsonl, score_math,
+                   solution_from_output, split_reasoning, task_jobs)
 
 # -----------------------------------------------------------------------------
 # Config: one flat list of flags, printed at start and saved with every checkpoint
@@ -299,9 +299,8 @@ def run_code_jobs(args, jobs):
 
 
 def code_verdict(statuses):
-    """R_out from the statuses of a sample's jobs."""
-    return (0.0 if not statuses or any(x not in ("passed", "harness_error") for x in statuses) else
-            math.nan if "harness_error" in statuses else 1.0)
+    """R_out from the statuses of a sample's jobs: 1 passed, NaN when only the sandbox failed, else 0."""
+    return {"passed": 1.0, "harness_error": math.nan}.get(fold_statuses(statuses), 0.0)
 
 
 def math_format_reward(text):

@@ -1076,6 +1076,15 @@ def task_jobs(problem, solution, job_id=None):
     return [{"id": (job_id, g), "code": code, "tests": spec} for g, spec in problem["tests"].items()]
 
 
+def fold_statuses(statuses):
+    """One verdict from the sandbox statuses of a solution's jobs (one per test group): the first failure ('failed',
+    'timeout', ...: the code is wrong), else 'harness_error' when the sandbox itself failed on a group (nothing is
+    known about the code), else 'passed'; 'no code' when nothing ran."""
+    failures = [s for s in statuses if s not in ("passed", "harness_error")]
+    if failures:
+        return failures[0]
+    return "harness_error" if "harness_error" in statuses else "passed" if statuses else "no code"
+
 
 def load_problems(paths, benchmark=None, need_reference=False, tasks=TASKS):
     """Training problems from JSONL files (the README's problem format), every row checked, a bad one named by
@@ -1823,17 +1832,17 @@ def make_teacher(spec, args):
 
 
 def code_status(problems, codes, timeout=3.0, workers=None, memory_mb=2048, progress=False):
-    """execute.py's verdict on each (problem, code): 'passed' when every test group passes. Same code, one run."""
+    """execute.py's verdict on each (problem, code), folded by fold_statuses: 'passed' when every test group passes.
+    The same code for the same problem runs once."""
     by_id = {p["task_id"]: p for p in problems}
     unique = list(dict.fromkeys((p["task_id"], code) for p, code in zip(problems, codes)))
     jobs = [job for k, (pid, code) in enumerate(unique) for job in task_jobs(by_id[pid], code, k)]
-    status = {}
+    statuses = {key: [] for key in unique}
     for job, result in zip(jobs, run_jobs(jobs, workers=workers, timeout=timeout, memory_mb=memory_mb,
                                           fail_fast=True, progress=progress) if jobs else []):
-        key = unique[job["id"][0]]
-        if status.get(key, "passed") == "passed":
-            status[key] = result["status"]
-    return [status[(p["task_id"], code)] for p, code in zip(problems, codes)]
+        statuses[unique[job["id"][0]]].append(result["status"])
+    verdict = {key: fold_statuses(s) for key, s in statuses.items()}
+    return [verdict[(p["task_id"], code)] for p, code in zip(problems, codes)]
 
 
 def solution_status(problems, solutions, **exec_args):
