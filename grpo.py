@@ -1318,7 +1318,7 @@ def toy_data(cfg, out, master):
     """Tasks, the CRPL records of the train and held-out tasks, and the SFT subset. A share of the SFT references
     (sft_optimized_fraction) is the toy teacher's optimized rewrite: the warm start can then write both the plain
     style and the longer one the reward model prefers, as a real policy can write both terse and verbose reasoning."""
-    from synth import ToyTeacher, synthesize, toy_math_tasks, toy_tasks
+    from synth import main as synth_main, toy_math_tasks, toy_tasks
     paths = {name: os.path.join(out, "data", f"{name}.jsonl") for name in ("train", "heldout", "sft")}
     crpl = {name: os.path.join(out, "data", f"crpl_{name}.jsonl") for name in ("train", "heldout")}
     if master:
@@ -1328,9 +1328,9 @@ def toy_data(cfg, out, master):
         for name, rows in (("train", train_tasks), ("heldout", heldout_tasks)):
             if not os.path.exists(paths[name]):
                 write_jsonl(paths[name], rows)
-        for name in ("train", "heldout"):
-            synthesize(load_problems([paths[name]]), ToyTeacher(cfg["seed"]), crpl[name], seed=cfg["seed"],
-                       exec_workers=default_workers())  # resumes: a finished file is skipped quickly
+        for name in ("train", "heldout"):  # resumes: a finished file is skipped quickly
+            synth_main(["crpl", "--problems", paths[name], "--teacher", "toy", "--out", crpl[name],
+                        "--seed", str(cfg["seed"]), "--exec-workers", str(default_workers())])
         if not os.path.exists(paths["sft"]):
             optimized = {r["id"]: r["optimized"]["reasoning"] for r in read_jsonl(crpl["train"]) if r["optimized"]}
             sft_tasks = []
@@ -1401,14 +1401,11 @@ def toy_reward_model(cfg, out, crpl, warm_start):
     done = reward.latest_checkpoint(rm_dir)
     if done and done.endswith(f"step_{s['steps']:06d}"):
         return rm_dir
-    if dist.is_initialized():  # reward.py sets up (and tears down) its own process group
-        dist.destroy_process_group()
     reward.train(reward.parse_args(["train", "--data", crpl["train"], "--model", warm_start, "--out", rm_dir,
                                     "--steps", str(s["steps"]), "--batch-size", str(s["batch_size"]),
                                     "--lr", str(s["lr"]), "--max-length", "256", "--no-grad-ckpt",
-                                    "--seed", str(cfg["seed"]), "--save-every", str(s["steps"]), "--device", "cpu"]
+                                    "--seed", str(cfg["seed"]), "--save-every", str(s["steps"])]
                                    + (["--resume"] if done else [])))
-    setup_distributed()
     return rm_dir
 
 

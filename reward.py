@@ -581,8 +581,6 @@ def train(args):
             progress.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['acc']:.3f}")
         if (step + 1) % args.save_every == 0 or step + 1 == total_steps:
             save_checkpoint(args, raw_model, tokenizer, optimizer, step + 1, len(groups), rank, distributed, fsdp)
-    if distributed:
-        dist.destroy_process_group()
 
 
 def check_run(args, world, cpu_bf16_fsdp):
@@ -775,8 +773,13 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    """The command line. train() leaves the process group up, so that a caller (the toy world) can go on using it;
+    the command is over here, and takes it down."""
     args = parse_args(argv)
-    return train(args) if args.command == "train" else eval_main(args)
+    result = train(args) if args.command == "train" else eval_main(args)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return result
 
 
 if __name__ == "__main__":
