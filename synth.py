@@ -1812,8 +1812,8 @@ class ToyTeacher:
         rewrite = optimize if request["kind"] == "optimize" else TOY_DEGRADE[request["dimension"]]
         reasoning = joiner.join(rewrite(steps, request, rng))
         if math_task:
-            return f"<think>\n{reasoning}\n</think>\n<answer>\n\\boxed{{{request['answer']}}}\n</answer>"
-        return f"<think>\n{reasoning}\n</think>\n<answer>\n```python\n{request['code'].strip()}\n```\n</answer>"
+            return format_math_completion(reasoning, request["answer"])
+        return format_completion(reasoning, request["code"])
 
 
 def make_teacher(spec, args):
@@ -2103,17 +2103,36 @@ TOY_PYTHON = {  # the same semantics in Python, to compute expected outputs with
 }
 
 
+def hold_out(templates, rng_key, heldout_fraction):
+    """(train, held-out) templates (tuples of parts). Held-out ones are drawn from a shuffle seeded by rng_key,
+    skipping any whose parts would then appear in fewer than 3 training templates: a held-out template is a new
+    combination of parts the model has seen."""
+    templates = list(templates)
+    random.Random(rng_key).shuffle(templates)
+    heldout, wanted = [], round(heldout_fraction * len(templates))
+    for template in templates:
+        train_left = [t for t in templates if t not in heldout and t != template]
+        if len(heldout) < wanted and all(sum(part in t for t in train_left) >= 3 for part in template):
+            heldout.append(template)
+    return [t for t in templates if t not in heldout], heldout
+
+
+def sample_tasks(splits, rng, options, make_task, per_template):
+    """(train, held-out) tasks: for each template of each split, up to per_template of its options (parameter
+    choices), each made into a task by make_task(template, *option, rng)."""
+    tasks = []
+    for templates in splits:
+        tasks.append([])
+        for template in templates:
+            choices = options(template)
+            tasks[-1] += [make_task(template, *c, rng) for c in rng.sample(choices, min(per_template, len(choices)))]
+    return tasks[0], tasks[1]
+
+
 def toy_templates(seed=0, heldout_fraction=0.2):
-    """(train, held-out) lists of (filter, map, reducer) names. Held-out triples are drawn from a seeded shuffle,
-    skipping any whose parts would then be missing from (or nearly absent in) the training triples."""
+    """(train, held-out) lists of (filter, map, reducer) names (hold_out)."""
     triples = [(f, m, r) for f in TOY_FILTERS for m in TOY_MAPS for r in TOY_REDUCERS]
-    random.Random(f"toy-templates:{seed}").shuffle(triples)
-    heldout, wanted = [], round(heldout_fraction * len(triples))
-    for triple in triples:
-        train_left = [t for t in triples if t not in heldout and t != triple]
-        if len(heldout) < wanted and all(sum(part in t for t in train_left) >= 3 for part in triple):
-            heldout.append(triple)
-    return [t for t in triples if t not in heldout], heldout
+    return hold_out(triples, f"toy-templates:{seed}", heldout_fraction)
 
 
 def toy_task(triple, k_filter, k_map, rng, n_cases=6):
@@ -2145,17 +2164,12 @@ def toy_tasks(seed=0, per_template=5, heldout_fraction=0.2):
     template, each with its own parameters (1..9) and tests. Tests call f on random lists of -9..9 with 0 to 7
     elements (the first one also holds the filter's boundary value); expected outputs are computed from the
     template's meaning."""
-    train_templates, heldout_templates = toy_templates(seed, heldout_fraction)
-    rng = random.Random(f"toy-tasks:{seed}")
-    split = []
-    for templates in (train_templates, heldout_templates):
-        tasks = []
-        for triple in templates:
-            ks = [(a, b) for a in (range(1, 10) if "{k}" in TOY_FILTERS[triple[0]][0] else [0])
-                  for b in (range(1, 10) if "{k}" in TOY_MAPS[triple[1]][0] else [0])]
-            tasks += [toy_task(triple, a, b, rng) for a, b in rng.sample(ks, min(per_template, len(ks)))]
-        split.append(tasks)
-    return split[0], split[1]
+    def parameters(triple):  # (filter k, map k); 0 where the part takes none
+        return [(a, b) for a in (range(1, 10) if "{k}" in TOY_FILTERS[triple[0]][0] else [0])
+                for b in (range(1, 10) if "{k}" in TOY_MAPS[triple[1]][0] else [0])]
+
+    return sample_tasks(toy_templates(seed, heldout_fraction), random.Random(f"toy-tasks:{seed}"), parameters,
+                        toy_task, per_template)
 
 
 # -----------------------------------------------------------------------------
@@ -2183,16 +2197,9 @@ TOY_MATH_ITEMS = ["apples", "marbles", "coins", "cards", "stickers", "shells"]
 
 
 def toy_math_templates(seed=0, heldout_fraction=0.2):
-    """(train, held-out) operation chains of length 2 and 3; a held-out chain's operations all appear in at least 3
-    training chains."""
+    """(train, held-out) operation chains of length 2 and 3 (hold_out)."""
     chains = [c for n in (2, 3) for c in itertools.product(TOY_MATH_OPS, repeat=n)]
-    random.Random(f"toy-math-templates:{seed}").shuffle(chains)
-    heldout, wanted = [], round(heldout_fraction * len(chains))
-    for chain in chains:
-        train_left = [c for c in chains if c not in heldout and c != chain]
-        if len(heldout) < wanted and all(sum(op in c for c in train_left) >= 3 for op in chain):
-            heldout.append(chain)
-    return [c for c in chains if c not in heldout], heldout
+    return hold_out(chains, f"toy-math-templates:{seed}", heldout_fraction)
 
 
 def toy_math_values(chain, start, ks):
@@ -2222,19 +2229,12 @@ def toy_math_task(chain, start, ks, rng):
 def toy_math_tasks(seed=0, per_template=5, heldout_fraction=0.2):
     """The toy math world's problems, deterministic from the seed: (train, held_out), up to `per_template` tasks per
     chain, each with its own numbers (starting amounts 2..9)."""
-    train_chains, heldout_chains = toy_math_templates(seed, heldout_fraction)
-    rng = random.Random(f"toy-math-tasks:{seed}")
-    split = []
-    for chains in (train_chains, heldout_chains):
-        tasks = []
-        for chain in chains:
-            options = [(start, ks) for start in range(2, 10)
-                       for ks in itertools.product(*(TOY_MATH_STEPS[op] for op in chain))
-                       if toy_math_values(chain, start, ks)]
-            tasks += [toy_math_task(chain, start, ks, rng) for start, ks in rng.sample(options, min(per_template,
-                                                                                                     len(options)))]
-        split.append(tasks)
-    return split[0], split[1]
+    def numbers(chain):  # (starting amount, step sizes) that keep every amount in 1..20
+        return [(start, ks) for start in range(2, 10) for ks in itertools.product(*(TOY_MATH_STEPS[op] for op in chain))
+                if toy_math_values(chain, start, ks)]
+
+    return sample_tasks(toy_math_templates(seed, heldout_fraction), random.Random(f"toy-math-tasks:{seed}"), numbers,
+                        toy_math_task, per_template)
 
 
 # -----------------------------------------------------------------------------
