@@ -1,47 +1,29 @@
 """
 grpo.py: train a code model with Consistency-Gated GRPO (the ReCode paper's CG-GRPO), plain GRPO, or SFT.
 
-Each step samples G completions for each of batch/G problems with the engine in synth.py, scores them, and takes a
+Each step samples G completions for each of batch/G problems with synth.py's engine, scores them, and takes a
 clipped policy-gradient step whose loss equals TRL 1.16's GRPOTrainer on the same inputs. The reward is Eq. 1:
 
     R = R_fmt + R_out + 1[R_out = 1] * w * R_proc     --reward gated (CG-GRPO, the default), w = --proc-weight
     R = R_fmt + R_out + w * R_proc                    --reward ungated (the paper's reward-hacking baseline)
     R = R_fmt + R_out                                 --reward outcome (plain GRPO)
 
-R_fmt = 1 when the output is <think>...</think><answer>...</answer> with a fenced code block in the answer.
-R_out = 1 when the extracted code passes every test in execute.py's sandbox (strict, fail-fast), else 0.
-Math problems (the paper's generalization experiment) use the same gate: R_fmt wants a \boxed{} answer inside
-<answer>, and R_out = 1 when evaluate.py's checker (score_math, the one benchmark scores use) accepts it.
-R_proc in [0, 1] is reward.py's score of (problem, reasoning); gated, only samples that passed are scored (or all,
-for the logs only, with --proc-all). metrics.jsonl's r_proc_pass / r_proc_fail / pass_rate show reward hacking.
+R_fmt = 1 for <think>...</think><answer>...</answer> with a fenced code block (math: a \\boxed{} answer) inside.
+R_out = 1 when the code passes every test in execute.py's sandbox (math: synth.py's benchmark checker), NaN when the
+sandbox itself failed. R_proc in [0, 1] is reward.py's score of (problem, reasoning). metrics.jsonl's r_proc_pass,
+r_proc_fail and pass_rate show reward hacking.
 
-Training data: JSONL, one problem a line:
-    {"prompt": str, "tests": SPEC or {group: SPEC}, optional "task_id", "code_prefix", "code_prompt",
-     "reference": {"reasoning": str, "code": str} (for --algo sft; or "completion": the full target text)}
-SPEC is an execute.py test spec ({"type": "assert" | "stdio" | "call" | "unittest", ...}); every group must pass.
-A math problem: {"prompt", "answer": gold final answer, optional "task": "math" (implied by an "answer" and no
-"tests"), "reference": {"reasoning", "answer"} or "completion"}; code and math problems may be mixed in one run.
-Any benchmark file evaluate.py reads works too: --data FILE --data-benchmark livecodebench (or mbpp-train, gsm8k,
-math500, ...: evaluate.py's loader of that name reads the file).
-
-Run:
     torchrun --standalone --nproc_per_node=1 grpo.py    # no --model: the toy world, the whole pipeline on a CPU
     python grpo.py --model Qwen/Qwen2.5-Coder-1.5B-Instruct --data train.jsonl --reward-model runs/rm --out runs/cg
     torchrun --standalone --nproc_per_node=8 grpo.py --model Qwen/Qwen2.5-Coder-7B-Instruct --data train.jsonl \\
         --reward-model runs/rm --parallel fsdp --max-new-tokens 4096 --out runs/cg-7b     # the paper's setting
     torchrun --standalone --nproc_per_node=8 grpo.py ... --resume          # continue from the newest checkpoint
     python grpo.py --algo sft --model MODEL --data train.jsonl --out runs/sft        # the paper's "+SFT" baseline
-    torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 grpo.py ...   # 2 nodes
-The toy world (no --model; see its section below) makes synth.py's toy tasks, a tiny tokenizer and policy, an SFT
-warm start, toy-teacher CRPL data and a reward model, runs outcome / ungated / gated GRPO and prints a held-out table;
---out (default runs/toy) keeps every artifact, so a rerun reuses what is done; --toy-scale 0.05 is the CI size;
---toy-task math runs the same pipeline on synth.py's toy math word problems (default --out runs/toy-math).
-Outputs in --out: config.json, metrics.jsonl (a line per step), samples/step_*.jsonl, step_*/ checkpoints (Hugging
-Face layout, loadable by transformers and vLLM, plus optimizer/scheduler/RNG/data position for --resume).
-Tests and benchmark:
-    python -m pytest -q tests/test_grpo.py tests/test_toy.py
-    python bench/bench_grpo.py              # seconds per step, this file vs TRL's GRPOTrainer (needs trl==1.16.0)
-    python bench/gpu_check.py               # the CUDA path (bf16, NCCL, FSDP2 and DDP): s/step and peak memory
+
+--data: problem files (code and math may be mixed), or a benchmark file with --data-benchmark NAME. --out: config.json,
+metrics.jsonl, samples/step_*.jsonl and step_*/ checkpoints (Hugging Face layout, plus what --resume needs). The toy
+world (the last section) keeps its artifacts in --out (default runs/toy) and reuses them on a rerun; --toy-scale 0.05
+is the CI size, --toy-task math the word-problem version. File formats: README.md.
 """
 
 import argparse
@@ -87,7 +69,7 @@ def parse_args(argv=None):
     # Model and data (no --model: the CPU toy world)
     p.add_argument("--model", help="policy to train: hub id or local directory")
     p.add_argument("--data", nargs="+", help="training problems (JSONL; see the docstring)")
-    p.add_argument("--data-benchmark", help="read --data with evaluate.py's loader of this benchmark instead")
+    p.add_argument("--data-benchmark", help="read --data with synth.py's loader of this benchmark instead")
     p.add_argument("--out", help="run directory: metrics, samples, checkpoints (default: runs/grpo; runs/toy for "
                                  "the toy world)")
     p.add_argument("--algo", default="grpo", choices=["grpo", "sft"], help="sft: cross-entropy on the references")
@@ -163,7 +145,7 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--dump-every", type=int, default=10, help="steps between sample dumps (0: never)")
     p.add_argument("--eval-data", nargs="+", help="held-out problems, greedy pass@1 every --eval-every steps")
-    p.add_argument("--eval-benchmark", help="read --eval-data with evaluate.py's loader of this benchmark")
+    p.add_argument("--eval-benchmark", help="read --eval-data with synth.py's loader of this benchmark")
     p.add_argument("--eval-every", type=int, default=0)
     p.add_argument("--eval-limit", type=int, default=0, help="first N held-out problems only (0: all)")
     p.add_argument("--wandb-project", help="also log to Weights & Biases (needs wandb installed)")
@@ -230,8 +212,7 @@ def check_config(args, world):
 
 
 # -----------------------------------------------------------------------------
-# Data: problems as evaluate.py's problem dicts (prompt, tests {group: spec}, code_prefix, code_prompt)
-
+# Data: problems as synth.load_problems gives them (prompt, tests {group: spec}, code_prefix, code_prompt, task)
 
 
 def prompt_text(args, tokenizer, problem):
@@ -310,7 +291,8 @@ def math_format_reward(text):
 
 
 def math_outcome_reward(args, problems, samples):
-    """evaluate.py's own checker (score_math), so a training reward and a benchmark score are the same verdict."""
+    """The benchmarks' own checker (synth.score_math), so a training reward and a benchmark score are the same
+    verdict."""
     return [float(score_math(sample.text, problem["answer"])) for problem, sample in zip(problems, samples)]
 
 
@@ -1271,7 +1253,8 @@ def mismatch_metrics(args, totals):
 #   reasoning says. A share of the SFT references (sft_optimized_fraction) is in that style, so the policy can write
 #   it, at first less accurately than the plain one. Ungated, R_proc pays for the style even when the code fails and
 #   the policy switches to it (R_proc and reasoning length jump, pass rate falls); gated, only passing samples earn
-#   it, which slows the switch but, once the style passes often enough, does not stop it (README: three seeds).
+#   it, which slows the switch but, once the style passes often enough, does not stop it (the README's table shows
+#   three seeds).
 
 TOY = dict(
     tasks_per_template=5, heldout_fraction=0.2, sft_fraction=0.5, sft_optimized_fraction=0.25, sft_slip_fraction=0.6,
@@ -1522,16 +1505,16 @@ def toy_world(args):
     eval_args = parse_args(["--prompt-format", "raw", "--max-new-tokens", str(rl["max_new_tokens"]),
                             "--exec-workers", str(default_workers())])
     table = {}
-    for name, checkpoint in policies.items():
-        cache = os.path.join(checkpoint, "toy_eval.json")
+    for name, policy_dir in policies.items():
+        cache = os.path.join(policy_dir, "toy_eval.json")
         if os.path.exists(cache):
             with open(cache) as f:
                 table[name] = json.load(f)
             continue
-        table[name], rows = toy_evaluate(eval_args, checkpoint, heldout, rm, rank, world, device,
+        table[name], rows = toy_evaluate(eval_args, policy_dir, heldout, rm, rank, world, device,
                                          cfg["eval_samples"], rl["temperature"])
         if master:
-            write_jsonl(os.path.join(checkpoint, "toy_eval_samples.jsonl"), rows)
+            write_jsonl(os.path.join(policy_dir, "toy_eval_samples.jsonl"), rows)
             with open(cache, "w") as f:
                 json.dump(table[name], f)
         barrier()

@@ -1,57 +1,29 @@
 """
-synth.py: model loading and the generation engine that every stage samples with; the reward model's data: CRPL
-reasoning variants and LCB-RB pairs.
+synth.py: everything a stage reads or samples. Model loading and the generation engine; problem files and benchmark
+loaders; the ReCode output format (prompts, completions, code and answer extraction) and the answer checks; sampling
+a benchmark into a samples file; the reward model's data (CRPL variants, LCB-RB pairs); the toy tasks and toy teacher
+of grpo.py's CPU toy world.
 
-Sampling is the first thing the pipeline does and the bulk of a GRPO step's wall time, so it lives here and the other
-stages import it: `from synth import load_model, format_prompt, generate, Sample`.
+The engine (`generate`) is a hand-written batched KV-cache loop: one prefill per distinct prompt, copied to its n
+samples; KV buffers preallocated for prompt + completion; for plain decoders (llama, qwen2, qwen3, mistral) a decode
+step written out from the weights; seeded sampling on the device, which the host reads only every `sync_every`
+steps; lockstep decoding across ranks for FSDP. Each Sample carries the log-probs grpo.py trains on.
 
-The engine is a hand-written batched KV-cache loop (no `model.generate`):
-- one prefill per distinct prompt (left-padded into one batch), its KV cache then copied to the n sample rows, so the
-  G samples of a GRPO group never recompute their prompt;
-- full-attention layers write into KV buffers preallocated for prompt + completion: no per-step reallocation or copy;
-- for plain decoders (llama, qwen2, qwen3, mistral: most open code models) each decode step is written out from the
-  weights (`fast_decode_step`), skipping transformers' per-call Python (FSDP models too, once gathered); any other
-  model runs its own forward;
-- sampling on the model's device with a seeded torch.Generator (temperature 0 = greedy, top-k, top-p); the log-prob
-  returned for each token is log_softmax(logits / T) before top-k/top-p, the number grpo.py trains on;
-- rows finish independently on any EOS id (generation_config and tokenizer) or a stop string; the host looks at the
-  device only every `sync_every` steps, and then drops finished rows from the batch and the cache;
-- under torchrun with sharded weights (FSDP), `lockstep` keeps every rank calling forward until all ranks are done.
-
-Try it by hand:
     python synth.py generate --model Qwen/Qwen2.5-Coder-1.5B-Instruct --prompt "Reverse a list in Python." -n 4
     python synth.py generate --model PATH --prompt "def fib(n):" --raw --temperature 0 --max-new-tokens 64
-    HF_HUB_OFFLINE=1 python synth.py generate --model PATH ...  # no network: a local save_pretrained directory
-
-CRPL data (the paper's section 3): for each problem a teacher rewrites the original reasoning (the problem's reference
-solution, or the teacher's own) into an optimized one and a degraded one (one dimension per problem: factual accuracy,
-logical rigor or coherence). The original's and the optimized code must pass the problem's tests in execute.py's
-sandbox, a variant that copies the original is dropped, and every drop is counted. Records are what reward.py reads:
-{"id", "problem", "dimension", "teacher", "original", "optimized", "degraded", "pairs"}, each variant
-{"reasoning", "code"} or null. Problems: JSONL in grpo.py's training format ("prompt", "tests", optional "task_id",
-"code_prefix", "reference": {"reasoning", "code"}); math problems ("answer", "reference": {"reasoning", "answer"})
-get math teacher prompts, variants {"reasoning", "answer"}, and evaluate.py's answer checker instead of the tests
-(the original and the optimized variant must reach the gold answer). A rerun skips the problems already in --out or
-in the failures file (malformed teacher replies, filtered problems, with the reason), so an interrupted run resumes.
-    python synth.py crpl --problems problems.jsonl --teacher http://localhost:8000/v1 --teacher-model NAME \
-        --out crpl.jsonl              # any OpenAI-compatible server (vllm serve, an API: key in $OPENAI_API_KEY)
+    python synth.py crpl --problems problems.jsonl --teacher http://localhost:8000/v1 --teacher-model NAME \\
+        --out crpl.jsonl        # any OpenAI-compatible server (vllm serve, an API: key in $OPENAI_API_KEY)
     python synth.py crpl --problems problems.jsonl --teacher local:PATH --out crpl.jsonl   # a model loaded here
     python synth.py crpl --problems problems.jsonl --teacher toy --out crpl.jsonl          # rule-based, CPU
-LCB-RB pairs (chosen: reasoning behind code that passes every test; rejected: behind code that fails; optionally a
-judge must find the chosen reasoning correct and consistent with its code), {"problem", "chosen", "rejected"} JSONL:
     python synth.py lcb-rb --data lcb.jsonl --model PATH -n 16 --out lcb_rb.jsonl
-    python synth.py lcb-rb --data lcb.jsonl --samples samples.jsonl --judge http://localhost:8000/v1 \
+    python synth.py lcb-rb --data lcb.jsonl --samples samples.jsonl --judge http://localhost:8000/v1 \\
         --teacher-model NAME --out lcb_rb.jsonl
 
-Toy tasks (grpo.py's CPU toy world): `toy_tasks(seed)` -> (train, held_out) problems in grpo.py's training format,
-small list functions built from (filter, map, reducer) templates, held out by template combination, each with
-execute.py call tests and a reference reasoning + code. `toy_math_tasks(seed)`: the same for arithmetic word
-problems (chains of 2-3 operations, held out by chain), each with a gold answer and a reference reasoning + answer.
-
-Tests and benchmark:
-    python -m pytest -q tests/test_synth.py tests/test_toy.py
-    python bench/bench_generate.py         # engine vs model.generate, CPU, random-init ~4M Qwen2
-    python bench/bench_generate.py --gpu   # random-init Qwen2.5-1.5B config, bf16, GPU; plus memory-bandwidth use
+CRPL: a teacher rewrites each problem's reasoning into an optimized variant and a degraded one (along one of the
+paper's three dimensions); the original's and the optimized code must pass the problem's tests (math: reach the gold
+answer), a copy of the original is no variant, every drop is counted, and a rerun resumes. LCB-RB: chosen reasoning
+behind code that passes, rejected behind code that fails, optionally judged. File formats: README.md. Tests, bench:
+    python -m pytest -q tests/test_synth.py tests/test_toy.py;  python bench/bench_generate.py [--gpu]
 """
 
 import argparse
@@ -597,11 +569,13 @@ GH = "https://github.com"
 QWEN_MATH = f"{GH}/QwenLM/Qwen2.5-Math/raw/a45202bd16f1ec06f433442dc1152d0074773465/evaluation/data"
 BCB_RELEASE = f"{GH}/bigcode-project/bigcodebench-annotation/releases/download/v0.1.4"
 SOURCES = {
-    "humaneval": [dict(url=f"{GH}/openai/human-eval/raw/6d43fb980f9fee3c892a914eda09951f772ad10d/data/HumanEval.jsonl.gz",
+    "humaneval": [dict(url=f"{GH}/openai/human-eval/raw/6d43fb980f9fee3c892a914eda09951f772ad10d/data/"
+                           "HumanEval.jsonl.gz",
                        sha256="b796127e635a67f93fb35c04f4cb03cf06f38c8072ee7cee8833d7bee06979ef")],
     "humaneval+": [dict(url=f"{GH}/evalplus/humanevalplus_release/releases/download/v0.1.10/HumanEvalPlus.jsonl.gz",
                         sha256="272720b90ac375502c8ed23cd791c2a93dfb22a911641a494da74a426c09f101")],
-    "mbpp": [dict(url=f"{GH}/deepseek-ai/DeepSeek-Coder/raw/2f9fd85927c669dae3c0fbb2d607274023af243e/Evaluation/MBPP/data/mbpp.jsonl",
+    "mbpp": [dict(url=f"{GH}/deepseek-ai/DeepSeek-Coder/raw/2f9fd85927c669dae3c0fbb2d607274023af243e/Evaluation/"
+                      "MBPP/data/mbpp.jsonl",
                   sha256="ccf64ceae9c5403bf50a044cb6d505bfd2a2963ee58338ba268fd65beab92a9f")],
     "mbpp+": [dict(url=f"{GH}/evalplus/mbppplus_release/releases/download/v0.2.0/MbppPlus.jsonl.gz",
                    sha256="af43697e8791c4c149bdfd6b489d8b5412507551ac20e28a439f650b8225db63")],
@@ -634,7 +608,7 @@ BENCHMARKS = {
     "gsm8k":   dict(family="math"), "math500": dict(family="math"),
     "aime":    dict(family="math"), "minerva": dict(family="math"),
 }
-EVALPLUS_MIN_TIME_S = 4.0     # EvalPlus's floor on the time limit of one input (HEAD; v0.3.1 had 1 s)
+EVALPLUS_MIN_TIME_S = 4.0     # EvalPlus's floor on the time limit of one input
 EVALPLUS_SAMPLE_CAP_S = 60.0  # EvalPlus bounds one sample's whole test run at 60 s
 RECORD_TIMEOUT_S = 20.0       # per input, when the canonical solution records expected outputs
 CACHE_FORMAT = "v2"           # bump when recorded expected outputs change meaning
@@ -725,7 +699,8 @@ def load_rows(name, data_path, shards=None):
 # ({group: execute.py spec}; groups run in order, a later group only for samples that passed the earlier
 # ones), timeouts ({group: seconds} where a group needs its own job timeout), canonical (full code or None).
 
-CODE_INSTRUCTION = "Please provide a self-contained Python script that solves the following problem in a markdown code block:"
+CODE_INSTRUCTION = ("Please provide a self-contained Python script that solves the following problem in a markdown "
+                    "code block:")
 
 
 def problem(task_id, prompt, tests=None, code_prompt="", code_prefix="", canonical=None, **extra):
@@ -916,7 +891,8 @@ def record_expected(name, tasks, data_sha, workers):
         cached = json.loads(path.read_text())
         return cached["expected"], cached["failures"]
     jobs = [{"id": r["task_id"], "code": reference_code(name, r), "tests": {
-        "type": "call", "fn_name": r["entry_point"], "cases": [_call_case(a, restored) for a in sum(inputs.values(), [])]}}
+        "type": "call", "fn_name": r["entry_point"],
+        "cases": [_call_case(a, restored) for a in sum(inputs.values(), [])]}}
             for r, inputs, restored in tasks]
     print(f"recording expected outputs of {len(jobs)} canonical solutions (cached in {path})")
     expected, failures = {}, {}
@@ -932,7 +908,8 @@ def record_expected(name, tasks, data_sha, workers):
 
 
 # LiveCodeBench. The harness prepends these imports to every program (lcb_runner testing_util's import_string).
-_LCB_MODULES = "string re datetime collections heapq bisect copy math random statistics itertools functools operator io sys json"
+_LCB_MODULES = ("string re datetime collections heapq bisect copy math random statistics itertools functools operator "
+                "io sys json")
 LCB_IMPORTS = ("".join(f"from {m} import *\n" for m in _LCB_MODULES.split() + ["builtins", "typing"])
                + "".join(f"import {m}\n" for m in _LCB_MODULES.split()) + "sys.setrecursionlimit(50000)\n")
 LCB_SYSTEM = ("You are an expert Python programmer. You will be given a question (problem specification) and will "
@@ -1361,7 +1338,7 @@ def score_math(text, gold):
 
 
 # -----------------------------------------------------------------------------
-# Sampling a benchmark into a samples file (evaluate.py scores it; lcb-rb builds pairs from it)
+# Sampling a benchmark into a samples file (evaluate.py --model scores it; lcb-rb builds pairs from it)
 
 
 def load_samples(path, known_ids):
@@ -1382,7 +1359,6 @@ def load_samples(path, known_ids):
             fail(f"{where}: field {field!r} must be a string, got {type(r[field]).__name__}")
         samples.append(dict(r, task_id=str(r["task_id"]), line=lineno))
     return samples
-
 
 
 _LOADED = {}
@@ -1846,8 +1822,8 @@ def code_status(problems, codes, timeout=3.0, workers=None, memory_mb=2048, prog
 
 
 def solution_status(problems, solutions, **exec_args):
-    """'passed' when a solution is right: its final answer matches the gold one under evaluate.py's checker (math),
-    or its code passes every test (code_status); else why not."""
+    """'passed' when a solution is right: its final answer matches the gold one (math_answers_match), or its code
+    passes every test (code_status); else why not."""
     status = [("passed" if math_answers_match(sol["answer"], p["answer"]) else "wrong answer")
               if p.get("task") == "math" else None for p, sol in zip(problems, solutions)]
     code = [i for i, st in enumerate(status) if st is None]
@@ -1967,9 +1943,9 @@ def finished_ids(path):
 
 def synthesize(problems, teacher, out, failures_out=None, seed=0, chunk=32, max_attempts=3, max_similarity=0.99,
                exec_timeout=3.0, exec_workers=None, exec_memory_mb=2048):
-    """CRPL records for `problems` (grpo.py's problem dicts: task_id, prompt, tests, code_prefix, and optionally a
+    """CRPL records for `problems` (load_problems' dicts: task_id, prompt, tests, code_prefix, and optionally a
     reference {reasoning, code}; or, with task "math", an answer and optionally a reference {reasoning, answer},
-    checked with evaluate.py's answer checker instead of the sandbox), appended to `out` one flushed line at a time;
+    checked with math_answers_match instead of the sandbox), appended to `out` one flushed line at a time;
     every problem that yields no record, and every malformed teacher reply given up on, goes to `failures_out` with
     the reason. Problems found in either file are skipped, so a rerun resumes an interrupted one. Returns the counts
     the summary prints."""
@@ -2013,7 +1989,7 @@ def lcb_rb_pairs(problems, samples, judge=None, pairs_per_problem=1, seed=0, max
                  exec_workers=None, exec_memory_mb=4096):
     """{"problem", "chosen", "rejected"} rows. Execution is the first filter: chosen from the samples whose code
     passes every test, rejected from those that fail. With a `judge` teacher, a chosen sample must also be judged
-    correct and consistent with its code. problems: {task_id: evaluate.py problem}; samples: evaluate.py sample rows
+    correct and consistent with its code. problems: {task_id: load_benchmark's problem}; samples: load_samples' rows
     with the whole output in raw_output (or completion). Returns (rows, counts)."""
     counts, candidates = Counter(), defaultdict(dict)  # task_id -> distinct (reasoning, code), in sample order
     for s in samples:
@@ -2136,7 +2112,8 @@ def toy_templates(seed=0, heldout_fraction=0.2):
 
 
 def toy_task(triple, k_filter, k_map, rng, n_cases=6):
-    """One problem in grpo.py's training format, with execute.py call tests and a reference {reasoning, code}."""
+    """One problem in the training format (load_problems), with execute.py call tests and a reference
+    {reasoning, code}."""
     f, m, r = triple
     keep, condition = (s.format(k=k_filter) for s in TOY_FILTERS[f])
     change, expression = (s.format(k=k_map) for s in TOY_MAPS[m])
@@ -2275,7 +2252,7 @@ def parse_args(argv=None):
     shared.add_argument("--dtype", default=None, help="bf16 | fp16 | fp32, for local models")
     shared.add_argument("--device", default=None)
     crpl = commands.add_parser("crpl", parents=[shared], help="optimized and degraded reasoning for each problem")
-    crpl.add_argument("--problems", required=True, nargs="+", help="JSONL problems in grpo.py's training format")
+    crpl.add_argument("--problems", required=True, nargs="+", help="JSONL problems in the training format")
     crpl.add_argument("--teacher", required=True, help="toy | local:PATH | http(s)://HOST/v1")
     crpl.add_argument("--out", required=True, help="CRPL records (JSONL), appended to: a rerun resumes")
     crpl.add_argument("--failures", default=None, help="problems and replies not written as data (default: "
