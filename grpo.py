@@ -1447,31 +1447,22 @@ def toy_plot(out, runs):
 
 
 def toy_world(args):
-    """The whole pipeline; returns the results table (also in OUT/results.json)."""
+    """The whole pipeline, as the README's GPU pipeline runs it, at toy size; returns the results table (also in
+    OUT/results.json)."""
     t0 = time.perf_counter()
     rank, world, device = setup_distributed()
     master = rank == 0
-    print0 = print if master else (lambda *a, **k: None)
     # one thread per rank: the table is then bit-reproducible (with several threads some training kernels sum in a
     # schedule-dependent order, and RL amplifies a last-bit difference into a different run), the model is too
     # tiny to gain much from more, and on a busy CPU more threads than free cores stall each other (10x slower)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 0) or 1)
     torch.set_flush_denormal(True)  # tiny gradients and Adam states turn subnormal on CPU: steps slow down 20x
     cfg, out = toy_settings(args), args.out
-    os.makedirs(out, exist_ok=True)
-    settings_path = os.path.join(out, "toy_config.json")
-    if os.path.exists(settings_path):
-        with open(settings_path) as f:
-            if json.load(f) != cfg:
-                fail(f"{out} holds a toy world made with other settings ({settings_path}): choose another --out "
-                     f"or delete it")
-    barrier()
-    if master and not os.path.exists(settings_path):
-        with open(settings_path, "w") as f:
-            json.dump(cfg, f, indent=1)
-    print0(f"toy world (no --model; --model trains a real model): the whole pipeline, SFT -> reward model -> outcome, "
-           f"ungated and gated GRPO, on tiny models on this CPU, about 10 minutes, in {out} ({world} rank(s)):\n"
-           + json.dumps(cfg, indent=1))
+    claim_toy_dir(cfg, out, master)
+    if master:
+        print(f"toy world (no --model; --model trains a real model): the whole pipeline, SFT -> reward model -> "
+              f"outcome, ungated and gated GRPO, on tiny models on this CPU, about 10 minutes, in {out} ({world} "
+              f"rank(s)):\n" + json.dumps(cfg, indent=1))
 
     toy_stage("1/6 tasks and CRPL variants (synth.py, toy teacher)", t0)
     paths, crpl = toy_data(cfg, out, master)
@@ -1502,6 +1493,37 @@ def toy_world(args):
         policies[name] = toy_train(["--model", warm, "--reward", mode] + rl_argv, runs[name], rl["steps"])
     toy_stage("6/6 held-out evaluation (greedy pass@1, R_proc, reasoning length)", t0)
     heldout = load_problems([paths["heldout"]], tasks=TASKS)
+    table = toy_table(cfg, policies, heldout, rm, rank, world, device)
+    rm_acc, longer_wins = toy_rm_accuracy(rm, crpl["heldout"])
+    results = dict(table=table, rm_heldout_pair_acc=rm_acc, rm_heldout_longer_wins=longer_wins,
+                   heldout_tasks=len(heldout), seconds=time.perf_counter() - t0)
+    if master:
+        with open(os.path.join(out, "results.json"), "w") as f:
+            json.dump(results, f, indent=1)
+        print_toy_results(cfg, results, os.path.join(out, "results.json"))
+        toy_plot(out, runs)
+    return results
+
+
+def claim_toy_dir(cfg, out, master):
+    """--out for this toy world: a folder made with other settings is refused, so that no stage reuses an artifact
+    of another world; the settings are written on first use."""
+    os.makedirs(out, exist_ok=True)
+    settings_path = os.path.join(out, "toy_config.json")
+    if os.path.exists(settings_path):
+        with open(settings_path) as f:
+            if json.load(f) != cfg:
+                fail(f"{out} holds a toy world made with other settings ({settings_path}): choose another --out "
+                     f"or delete it")
+    barrier()
+    if master and not os.path.exists(settings_path):
+        with open(settings_path, "w") as f:
+            json.dump(cfg, f, indent=1)
+
+
+def toy_table(cfg, policies, heldout, rm, rank, world, device):
+    """toy_evaluate of every policy, each kept in its checkpoint (toy_eval.json) so that a rerun reuses it."""
+    rl = cfg["rl"]
     eval_args = parse_args(["--prompt-format", "raw", "--max-new-tokens", str(rl["max_new_tokens"]),
                             "--exec-workers", str(default_workers())])
     table = {}
@@ -1513,30 +1535,26 @@ def toy_world(args):
             continue
         table[name], rows = toy_evaluate(eval_args, policy_dir, heldout, rm, rank, world, device,
                                          cfg["eval_samples"], rl["temperature"])
-        if master:
+        if rank == 0:
             write_jsonl(os.path.join(policy_dir, "toy_eval_samples.jsonl"), rows)
             with open(cache, "w") as f:
                 json.dump(table[name], f)
         barrier()
-    rm_acc, longer_wins = toy_rm_accuracy(rm, crpl["heldout"])
-    results = dict(table=table, rm_heldout_pair_acc=rm_acc, rm_heldout_longer_wins=longer_wins,
-                   heldout_tasks=len(heldout), seconds=time.perf_counter() - t0)
-    if master:
-        with open(os.path.join(out, "results.json"), "w") as f:
-            json.dump(results, f, indent=1)
-        print(f"\nHeld-out tasks: {len(heldout)} (template combinations never trained on)")
-        print(f"{'':<18}{'pass@1':>8}{'pass@1':>9}{'':>8}{'reasoning':>11}")
-        print(f"{'policy':<18}{'greedy':>8}{'sampled':>9}{'R_proc':>8}{'tokens':>11}{'format':>8}")
-        for name, row in table.items():
-            print(f"{name:<18}{100 * row['pass1_greedy']:>8.1f}{100 * row['pass1_sampled']:>9.1f}"
-                  f"{row['r_proc']:>8.3f}{row['think_tokens']:>11.1f}{100 * row['format']:>8.1f}")
-        print(f"(sampled: {cfg['eval_samples']} completions per task at temperature {rl['temperature']}, as in "
-              f"training; R_proc, reasoning tokens and format from those)")
-        print(f"reward model, held-out CRPL pairs: accuracy {100 * rm_acc:.1f}% "
-              f"('the longer reasoning wins': {100 * longer_wins:.1f}%)")
-        print(f"toy world done in {results['seconds']:.0f}s; results in {os.path.join(out, 'results.json')}")
-        toy_plot(out, runs)
-    return results
+    return table
+
+
+def print_toy_results(cfg, results, path):
+    print(f"\nHeld-out tasks: {results['heldout_tasks']} (template combinations never trained on)")
+    print(f"{'':<18}{'pass@1':>8}{'pass@1':>9}{'':>8}{'reasoning':>11}")
+    print(f"{'policy':<18}{'greedy':>8}{'sampled':>9}{'R_proc':>8}{'tokens':>11}{'format':>8}")
+    for name, row in results["table"].items():
+        print(f"{name:<18}{100 * row['pass1_greedy']:>8.1f}{100 * row['pass1_sampled']:>9.1f}"
+              f"{row['r_proc']:>8.3f}{row['think_tokens']:>11.1f}{100 * row['format']:>8.1f}")
+    print(f"(sampled: {cfg['eval_samples']} completions per task at temperature {cfg['rl']['temperature']}, as in "
+          f"training; R_proc, reasoning tokens and format from those)")
+    print(f"reward model, held-out CRPL pairs: accuracy {100 * results['rm_heldout_pair_acc']:.1f}% "
+          f"('the longer reasoning wins': {100 * results['rm_heldout_longer_wins']:.1f}%)")
+    print(f"toy world done in {results['seconds']:.0f}s; results in {path}")
 
 
 def main():
