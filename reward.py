@@ -1,48 +1,24 @@
 """
-reward.py: the reasoning-process reward model of ReCode, trained with CRPL and measured on LCB-RB.
+reward.py: the reasoning-process reward model of ReCode, trained with CRPL and measured on LCB-RB; and the trainer
+plumbing grpo.py shares (process group, LR schedule, packing, activation checkpointing, FSDP2, checkpoints).
 
-A causal-LM backbone (any transformers architecture, loaded with AutoModel, so no LM head) plus a linear scalar
-head read at the last real token. It learns from contrastive reasoning variants written by synth.py
-(optimized > original > degraded) with a Bradley-Terry loss, is measured by pairwise accuracy on LCB-RB- and
-RewardBench-format pair files, and gives grpo.py R_proc = sigmoid(head) in [0, 1] through score().
+A causal-LM backbone (any transformers architecture, loaded with AutoModel: no LM head) and a linear scalar head read
+at the last real token of one input template (PROMPT_TEMPLATE, then CODE_TEMPLATE for a model trained with
+--include-code, then EOS; a long text is cut on the left, so the end of the reasoning always survives). It learns
+the order optimized > original > degraded of synth.py's CRPL records, or chosen > rejected of pair files, with a
+Bradley-Terry loss; the texts of one problem are scored in one micro-batch. Its pairwise accuracy on LCB-RB and
+RewardBench files measures it, and score() gives grpo.py R_proc = sigmoid(head) in [0, 1].
 
-The one input template (training, evaluation and score() all use it):
-
-    Problem:
-    {problem}
-
-    Reasoning:
-    {reasoning}
-
-then, only for a model trained with --include-code and a sample that has code,
-
-    Code:
-    ```python
-    {code}
-    ```
-
-then the tokenizer's EOS token. A text longer than max_length keeps its last max_length tokens (it is cut on
-the left), so the end of the reasoning, the code and the EOS the score is read at always survive.
-
-Data files (JSONL, one object a line; the format is recognised per line):
-    CRPL record  {"id", "problem", "original", "optimized", "degraded"}, each variant {"reasoning", "code"}
-                 gives the pairs optimized>original, original>degraded, optimized>degraded (a null variant is skipped);
-                 a math variant {"reasoning", "answer"} is read as its reasoning alone (no code)
-    pair         {"problem" or "prompt", "chosen", "rejected", optional "pair_type" or "subset"}; chosen and
-                 rejected are reasoning strings or {"reasoning", "code"} (LCB-RB and RewardBench files)
-Rows with the same problem form one group: its distinct texts are scored once, in the same micro-batch.
-
-Run:
     python reward.py train --data crpl.jsonl --model Qwen/Qwen2.5-Coder-7B-Instruct --out runs/rm
-    torchrun --standalone --nproc_per_node=8 reward.py train --data crpl.jsonl \
+    torchrun --standalone --nproc_per_node=8 reward.py train --data crpl.jsonl \\
         --model Qwen/Qwen2.5-Coder-7B-Instruct --out runs/rm --parallel fsdp --eval-data lcb_rb.jsonl
-    python reward.py train ... --resume           # continue runs/rm from its latest checkpoint
+    python reward.py train ... --resume           # continue runs/rm from its newest checkpoint
     python reward.py eval --rm runs/rm --data lcb_rb.jsonl rewardbench.jsonl [--out results.json]
 
 From Python (grpo.py):
-    from reward import load_reward_model, score
     rm, rm_tokenizer = load_reward_model("runs/rm", device="cuda")
     r_proc = score(rm, rm_tokenizer, problems, reasonings, codes=None, batch_size=16)  # floats in [0, 1]
+File formats (CRPL records, pair files): README.md.
 """
 
 import argparse
@@ -661,8 +637,6 @@ def train(args):
             progress.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['acc']:.3f}")
         if (step + 1) % args.save_every == 0 or step + 1 == total_steps:
             save_checkpoint(args, raw_model, tokenizer, optimizer, step + 1, len(groups), rank, distributed, fsdp)
-    if distributed:
-        dist.destroy_process_group()
 
 
 def check_run(args, world, cpu_bf16_fsdp):
@@ -855,8 +829,13 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    """The command line. train() leaves the process group up, so that a caller (the toy world) can go on using it;
+    the command is over here, and takes it down."""
     args = parse_args(argv)
-    return train(args) if args.command == "train" else eval_main(args)
+    result = train(args) if args.command == "train" else eval_main(args)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return result
 
 
 if __name__ == "__main__":

@@ -1,57 +1,29 @@
 """
-synth.py: model loading and the generation engine that every stage samples with; the reward model's data: CRPL
-reasoning variants and LCB-RB pairs.
+synth.py: everything a stage reads or samples. Model loading and the generation engine; problem files and benchmark
+loaders; the ReCode output format (prompts, completions, code and answer extraction) and the answer checks; sampling
+a benchmark into a samples file; the reward model's data (CRPL variants, LCB-RB pairs); the toy tasks and toy teacher
+of grpo.py's CPU toy world.
 
-Sampling is the first thing the pipeline does and the bulk of a GRPO step's wall time, so it lives here and the other
-stages import it: `from synth import load_model, format_prompt, generate, Sample`.
+The engine (`generate`) is a hand-written batched KV-cache loop: one prefill per distinct prompt, copied to its n
+samples; KV buffers preallocated for prompt + completion; for plain decoders (llama, qwen2, qwen3, mistral) a decode
+step written out from the weights; seeded sampling on the device, which the host reads only every `sync_every`
+steps; lockstep decoding across ranks for FSDP. Each Sample carries the log-probs grpo.py trains on.
 
-The engine is a hand-written batched KV-cache loop (no `model.generate`):
-- one prefill per distinct prompt (left-padded into one batch), its KV cache then copied to the n sample rows, so the
-  G samples of a GRPO group never recompute their prompt;
-- full-attention layers write into KV buffers preallocated for prompt + completion: no per-step reallocation or copy;
-- for plain decoders (llama, qwen2, qwen3, mistral: most open code models) each decode step is written out from the
-  weights (`fast_decode_step`), skipping transformers' per-call Python (FSDP models too, once gathered); any other
-  model runs its own forward;
-- sampling on the model's device with a seeded torch.Generator (temperature 0 = greedy, top-k, top-p); the log-prob
-  returned for each token is log_softmax(logits / T) before top-k/top-p, the number grpo.py trains on;
-- rows finish independently on any EOS id (generation_config and tokenizer) or a stop string; the host looks at the
-  device only every `sync_every` steps, and then drops finished rows from the batch and the cache;
-- under torchrun with sharded weights (FSDP), `lockstep` keeps every rank calling forward until all ranks are done.
-
-Try it by hand:
     python synth.py generate --model Qwen/Qwen2.5-Coder-1.5B-Instruct --prompt "Reverse a list in Python." -n 4
     python synth.py generate --model PATH --prompt "def fib(n):" --raw --temperature 0 --max-new-tokens 64
-    HF_HUB_OFFLINE=1 python synth.py generate --model PATH ...  # no network: a local save_pretrained directory
-
-CRPL data (the paper's section 3): for each problem a teacher rewrites the original reasoning (the problem's reference
-solution, or the teacher's own) into an optimized one and a degraded one (one dimension per problem: factual accuracy,
-logical rigor or coherence). The original's and the optimized code must pass the problem's tests in execute.py's
-sandbox, a variant that copies the original is dropped, and every drop is counted. Records are what reward.py reads:
-{"id", "problem", "dimension", "teacher", "original", "optimized", "degraded", "pairs"}, each variant
-{"reasoning", "code"} or null. Problems: JSONL in grpo.py's training format ("prompt", "tests", optional "task_id",
-"code_prefix", "reference": {"reasoning", "code"}); math problems ("answer", "reference": {"reasoning", "answer"})
-get math teacher prompts, variants {"reasoning", "answer"}, and evaluate.py's answer checker instead of the tests
-(the original and the optimized variant must reach the gold answer). A rerun skips the problems already in --out or
-in the failures file (malformed teacher replies, filtered problems, with the reason), so an interrupted run resumes.
-    python synth.py crpl --problems problems.jsonl --teacher http://localhost:8000/v1 --teacher-model NAME \
-        --out crpl.jsonl              # any OpenAI-compatible server (vllm serve, an API: key in $OPENAI_API_KEY)
+    python synth.py crpl --problems problems.jsonl --teacher http://localhost:8000/v1 --teacher-model NAME \\
+        --out crpl.jsonl        # any OpenAI-compatible server (vllm serve, an API: key in $OPENAI_API_KEY)
     python synth.py crpl --problems problems.jsonl --teacher local:PATH --out crpl.jsonl   # a model loaded here
     python synth.py crpl --problems problems.jsonl --teacher toy --out crpl.jsonl          # rule-based, CPU
-LCB-RB pairs (chosen: reasoning behind code that passes every test; rejected: behind code that fails; optionally a
-judge must find the chosen reasoning correct and consistent with its code), {"problem", "chosen", "rejected"} JSONL:
     python synth.py lcb-rb --data lcb.jsonl --model PATH -n 16 --out lcb_rb.jsonl
-    python synth.py lcb-rb --data lcb.jsonl --samples samples.jsonl --judge http://localhost:8000/v1 \
+    python synth.py lcb-rb --data lcb.jsonl --samples samples.jsonl --judge http://localhost:8000/v1 \\
         --teacher-model NAME --out lcb_rb.jsonl
 
-Toy tasks (grpo.py's CPU toy world): `toy_tasks(seed)` -> (train, held_out) problems in grpo.py's training format,
-small list functions built from (filter, map, reducer) templates, held out by template combination, each with
-execute.py call tests and a reference reasoning + code. `toy_math_tasks(seed)`: the same for arithmetic word
-problems (chains of 2-3 operations, held out by chain), each with a gold answer and a reference reasoning + answer.
-
-Tests and benchmark:
-    python -m pytest -q tests/test_synth.py tests/test_toy.py
-    python bench/bench_generate.py         # engine vs model.generate, CPU, random-init ~4M Qwen2
-    python bench/bench_generate.py --gpu   # random-init Qwen2.5-1.5B config, bf16, GPU; plus memory-bandwidth use
+CRPL: a teacher rewrites each problem's reasoning into an optimized variant and a degraded one (along one of the
+paper's three dimensions); the original's and the optimized code must pass the problem's tests (math: reach the gold
+answer), a copy of the original is no variant, every drop is counted, and a rerun resumes. LCB-RB: chosen reasoning
+behind code that passes, rejected behind code that fails, optionally judged. File formats: README.md. Tests, bench:
+    python -m pytest -q tests/test_synth.py tests/test_toy.py;  python bench/bench_generate.py [--gpu]
 """
 
 import argparse
@@ -405,97 +377,54 @@ def _generate(model, tokenizer, prompts, n, max_new_tokens, temperature, top_p, 
     eos_ids = eos_token_ids(model, tokenizer)
     eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos_ids or [0])[0]
-
-    # Prefill: each distinct prompt once, left-padded so that every row's next token goes to the same cache column.
-    distinct = list(dict.fromkeys(prompts))
-    distinct_ids = [encode_prompt(tokenizer, p) for p in distinct]
-    for text, ids in zip(distinct, distinct_ids):
+    encoded = {p: encode_prompt(tokenizer, p) for p in dict.fromkeys(prompts)}  # a prompt repeated is encoded once
+    for text, ids in encoded.items():
         if not ids:
             raise ValueError(f"prompt {prompts.index(text)} encodes to no tokens")
-    prompt_len = max(len(ids) for ids in distinct_ids)
-    input_ids = torch.full((len(distinct), prompt_len), pad_id, dtype=torch.long)
-    prompt_mask = torch.zeros((len(distinct), prompt_len), dtype=torch.bool)
-    for i, ids in enumerate(distinct_ids):
-        input_ids[i, prompt_len - len(ids):] = torch.tensor(ids)
-        prompt_mask[i, prompt_len - len(ids):] = True
-    input_ids, prompt_mask = input_ids.to(device), prompt_mask.to(device)
-    cache = new_cache(model, prompt_len + max_new_tokens)
-    out = model(input_ids=input_ids, attention_mask=prompt_mask, position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0),
-                use_cache=True, **{cache_arg: cache}, **last_logits_only)
-
-    # Replicate to rows: row r is sample r % n of prompt r // n.
-    position = {p: i for i, p in enumerate(distinct)}
-    source = torch.tensor([position[p] for p in prompts for _ in range(n)], device=device)
-    cache.batch_select_indices(source)
-    logits = out.logits[:, -1][source]
-    del out
-    attention = torch.ones((len(source), prompt_len + max_new_tokens), dtype=torch.bool, device=device)
-    attention[:, :prompt_len] = prompt_mask[source]
-    next_position = prompt_mask.sum(-1)[source]
+    prompt_ids = [encoded[p] for p in prompts]
+    prompt_len = max(len(ids) for ids in encoded.values())
+    capacity = prompt_len + max_new_tokens
+    cache = new_cache(model, capacity)
+    logits, attention, next_position = _prefill(model, prompts, encoded, n, capacity, pad_id, cache,
+                                                {cache_arg: cache, **last_logits_only})
+    fast_step = fast_decode_step(model, cache, capacity) if fast else None
     # sdpa takes a ready (rows, 1, 1, kv) boolean mask; handing one over skips transformers' per-step mask building,
     # which also reads the mask back to the host. Other attention kernels, or sliding layers, get the 2D mask.
     ready_mask = model.config._attn_implementation == "sdpa" and all(
         isinstance(layer, PreallocatedLayer) for layer in cache.layers)
-    fast_step = fast_decode_step(model, cache, prompt_len + max_new_tokens) if fast else None
 
-    # Decode. Host-side state per original row; device-side state per row of the current (shrinking) batch.
-    rows = list(range(len(source)))
-    out_tokens, out_logprobs = [[] for _ in rows], [[] for _ in rows]
-    finish_reason = [None] * len(rows)
-    samples = [None] * len(rows)  # built when a row finishes if on_finish wants it, else at the end
+    def next_logits(tokens, position, mask):
+        if fast_step:
+            return fast_step(tokens, position, mask)
+        return model(input_ids=tokens[:, None], attention_mask=mask[:, None, None, :] if ready_mask else mask,
+                     position_ids=position[:, None], use_cache=True, **{cache_arg: cache},
+                     **last_logits_only).logits[:, -1]
 
-    def finished_sample(row):
-        ids, reason = out_tokens[row], finish_reason[row]
-        text = tokenizer.decode(ids[:-1] if reason == "eos" else ids, skip_special_tokens=True)
-        if reason == "stop":
-            text = text[:min(text.find(s) for s in stop if s in text)]
-        return Sample(prompt_index=row // n, text=text, token_ids=ids, logprobs=out_logprobs[row],
-                      finish_reason=reason, prompt_token_ids=distinct_ids[position[prompts[row // n]]])
+    # Decode: sample on the device every step; look at the host only every sync_every steps.
+    rows = _Rows(len(prompts) * n, sync_every, device)
 
-    checked = [0] * len(rows)  # tokens already searched for stop strings
-    chunk_tokens = torch.empty((len(rows), sync_every), dtype=torch.long, device=device)
-    chunk_logprobs = torch.empty((len(rows), sync_every), dtype=torch.float, device=device)
-    eos_at = torch.zeros(len(rows), dtype=torch.long, device=device)  # length up to the first EOS, 0 = none yet
+    def finished(row):
+        return rows.sample(row, tokenizer, stop, n, prompt_ids[row // n])
+
+    samples = [None] * len(prompts) * n  # built when a row finishes if on_finish wants it, else at the end
     generator = torch.Generator(device=device).manual_seed(seed)
     step, running = 0, True
     while True:
         if running:
             tokens, logprobs = sample_next_token(logits, temperature, top_k, top_p, generator)
-            chunk_tokens[:, step % sync_every], chunk_logprobs[:, step % sync_every] = tokens, logprobs
-            eos_at = torch.where((eos_at == 0) & torch.isin(tokens, eos), step + 1, eos_at)
+            rows.record(step, tokens, logprobs, eos)
         step += 1
 
         if running and (step % sync_every == 0 or step == max_new_tokens):
-            # The only host<->device sync: collect the chunk, finish rows, drop them from the batch.
-            filled = (step - 1) % sync_every + 1
-            new_tokens, new_logprobs = chunk_tokens[:, :filled].tolist(), chunk_logprobs[:, :filled].tolist()
-            keep = []
-            for i, (row, eos_length) in enumerate(zip(rows, eos_at.tolist())):
-                out_tokens[row] += new_tokens[i]
-                out_logprobs[row] += new_logprobs[i]
-                if eos_length:
-                    del out_tokens[row][eos_length:], out_logprobs[row][eos_length:]
-                    finish_reason[row] = "eos"
-                if stop:
-                    stop_length = find_stop(tokenizer, out_tokens[row], stop, checked[row])
-                    checked[row] = len(out_tokens[row])
-                    if stop_length is not None:
-                        del out_tokens[row][stop_length:], out_logprobs[row][stop_length:]
-                        finish_reason[row] = "stop"
-                if finish_reason[row] is None and step == max_new_tokens:
-                    finish_reason[row] = "length"
-                if finish_reason[row] is None:
-                    keep.append(i)
-                elif on_finish is not None:
-                    samples[row] = finished_sample(row)
-                    on_finish(row, samples[row])
-            if len(keep) < len(rows) and keep:
-                # Compact: later steps cost only what the unfinished rows need.
+            keep, done = rows.collect(step, step == max_new_tokens, tokenizer, stop)
+            for row in done if on_finish is not None else ():
+                samples[row] = finished(row)
+                on_finish(row, samples[row])
+            if done and keep:  # compact: later steps cost only what the unfinished rows need
                 index = torch.tensor(keep, device=device)
                 cache.batch_select_indices(index)
                 tokens, attention, next_position = tokens[index], attention[index], next_position[index]
-                eos_at, chunk_tokens, chunk_logprobs = eos_at[index], chunk_tokens[index], chunk_logprobs[index]
-                rows = [rows[i] for i in keep]
+                rows.select(keep, index)
             running = bool(keep)
 
         if lockstep and step % sync_every == 0:
@@ -507,18 +436,96 @@ def _generate(model, tokenizer, prompts, n, max_new_tokens, temperature, top_p, 
             break
 
         if running:
-            mask = attention[:, :prompt_len + step]
-            if fast_step:
-                logits = fast_step(tokens, next_position + step - 1, mask)
-            else:
-                out = model(input_ids=tokens[:, None], attention_mask=mask[:, None, None, :] if ready_mask else mask,
-                            position_ids=(next_position + step - 1)[:, None], use_cache=True, **{cache_arg: cache},
-                            **last_logits_only)
-                logits = out.logits[:, -1]
+            logits = next_logits(tokens, next_position + step - 1, attention[:, :prompt_len + step])
         else:  # lockstep, this rank is done: a forward on a dummy row keeps the other ranks' collectives matched
             model(input_ids=torch.full((1, 1), pad_id, device=device), use_cache=False, **last_logits_only)
 
-    return [sample or finished_sample(row) for row, sample in enumerate(samples)]
+    return [sample or finished(row) for row, sample in enumerate(samples)]
+
+
+def _prefill(model, prompts, encoded, n, capacity, pad_id, cache, cache_args):
+    """One forward over each distinct prompt (encoded: {prompt: token ids}, in order of first appearance), left-padded
+    so that every row's next token goes to the same cache column; then the cache copied to the rows (row r is sample
+    r % n of prompt r // n). Returns per row: the next-token logits, the attention mask over the whole capacity, and
+    the position of the first new token."""
+    device = next(model.parameters()).device
+    distinct, distinct_ids = list(encoded), list(encoded.values())
+    prompt_len = max(len(ids) for ids in distinct_ids)
+    input_ids = torch.full((len(distinct), prompt_len), pad_id, dtype=torch.long)
+    prompt_mask = torch.zeros((len(distinct), prompt_len), dtype=torch.bool)
+    for i, ids in enumerate(distinct_ids):
+        input_ids[i, prompt_len - len(ids):] = torch.tensor(ids)
+        prompt_mask[i, prompt_len - len(ids):] = True
+    input_ids, prompt_mask = input_ids.to(device), prompt_mask.to(device)
+    out = model(input_ids=input_ids, attention_mask=prompt_mask, position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0),
+                use_cache=True, **cache_args)
+    position = {p: i for i, p in enumerate(distinct)}
+    source = torch.tensor([position[p] for p in prompts for _ in range(n)], device=device)
+    cache.batch_select_indices(source)
+    attention = torch.ones((len(source), capacity), dtype=torch.bool, device=device)
+    attention[:, :prompt_len] = prompt_mask[source]
+    return out.logits[:, -1][source], attention, prompt_mask.sum(-1)[source]
+
+
+class _Rows:
+    """The decode loop's bookkeeping. Host side, per row of the returned list: its tokens and log-probs so far, why
+    it finished, how far it was searched for stop strings. Device side, per row of the current batch (finished rows
+    are dropped from it): what was sampled since the last sync, and where each row first sampled an EOS."""
+
+    def __init__(self, n_rows, sync_every, device):
+        self.alive = list(range(n_rows))  # the returned-list row of each row of the current batch
+        self.tokens, self.logprobs = [[] for _ in range(n_rows)], [[] for _ in range(n_rows)]
+        self.finish_reason, self.checked = [None] * n_rows, [0] * n_rows
+        self.chunk_tokens = torch.empty((n_rows, sync_every), dtype=torch.long, device=device)
+        self.chunk_logprobs = torch.empty((n_rows, sync_every), dtype=torch.float, device=device)
+        self.eos_at = torch.zeros(n_rows, dtype=torch.long, device=device)  # length up to the first EOS, 0 = none yet
+
+    def record(self, step, tokens, logprobs, eos):
+        """The step's tokens, on the device (no sync)."""
+        column = step % self.chunk_tokens.shape[1]
+        self.chunk_tokens[:, column], self.chunk_logprobs[:, column] = tokens, logprobs
+        self.eos_at = torch.where((self.eos_at == 0) & torch.isin(tokens, eos), step + 1, self.eos_at)
+
+    def collect(self, step, last_step, tokenizer, stop):
+        """The only host<->device sync: append the chunk to every row and end rows at an EOS, a stop string or the
+        length limit. Returns (batch positions of the rows still running, returned-list rows that just finished)."""
+        filled = (step - 1) % self.chunk_tokens.shape[1] + 1
+        new_tokens, new_logprobs = self.chunk_tokens[:, :filled].tolist(), self.chunk_logprobs[:, :filled].tolist()
+        keep, done = [], []
+        for i, (row, eos_length) in enumerate(zip(self.alive, self.eos_at.tolist())):
+            tokens, logprobs = self.tokens[row], self.logprobs[row]
+            tokens += new_tokens[i]
+            logprobs += new_logprobs[i]
+            if eos_length:
+                del tokens[eos_length:], logprobs[eos_length:]
+                self.finish_reason[row] = "eos"
+            if stop:
+                stop_length = find_stop(tokenizer, tokens, stop, self.checked[row])
+                self.checked[row] = len(tokens)
+                if stop_length is not None:
+                    del tokens[stop_length:], logprobs[stop_length:]
+                    self.finish_reason[row] = "stop"
+            if self.finish_reason[row] is None and last_step:
+                self.finish_reason[row] = "length"
+            if self.finish_reason[row] is None:
+                keep.append(i)
+            else:
+                done.append(row)
+        return keep, done
+
+    def select(self, keep, index):
+        """Keep only the batch rows at positions `keep` (index: the same on the device)."""
+        self.eos_at, self.chunk_tokens, self.chunk_logprobs = (t[index] for t in (self.eos_at, self.chunk_tokens,
+                                                                                   self.chunk_logprobs))
+        self.alive = [self.alive[i] for i in keep]
+
+    def sample(self, row, tokenizer, stop, n, prompt_token_ids):
+        ids, reason = self.tokens[row], self.finish_reason[row]
+        text = tokenizer.decode(ids[:-1] if reason == "eos" else ids, skip_special_tokens=True)
+        if reason == "stop":
+            text = text[:min(text.find(s) for s in stop if s in text)]
+        return Sample(prompt_index=row // n, text=text, token_ids=ids, logprobs=self.logprobs[row],
+                      finish_reason=reason, prompt_token_ids=prompt_token_ids)
 
 
 # -----------------------------------------------------------------------------
@@ -562,11 +569,13 @@ GH = "https://github.com"
 QWEN_MATH = f"{GH}/QwenLM/Qwen2.5-Math/raw/a45202bd16f1ec06f433442dc1152d0074773465/evaluation/data"
 BCB_RELEASE = f"{GH}/bigcode-project/bigcodebench-annotation/releases/download/v0.1.4"
 SOURCES = {
-    "humaneval": [dict(url=f"{GH}/openai/human-eval/raw/6d43fb980f9fee3c892a914eda09951f772ad10d/data/HumanEval.jsonl.gz",
+    "humaneval": [dict(url=f"{GH}/openai/human-eval/raw/6d43fb980f9fee3c892a914eda09951f772ad10d/data/"
+                           "HumanEval.jsonl.gz",
                        sha256="b796127e635a67f93fb35c04f4cb03cf06f38c8072ee7cee8833d7bee06979ef")],
     "humaneval+": [dict(url=f"{GH}/evalplus/humanevalplus_release/releases/download/v0.1.10/HumanEvalPlus.jsonl.gz",
                         sha256="272720b90ac375502c8ed23cd791c2a93dfb22a911641a494da74a426c09f101")],
-    "mbpp": [dict(url=f"{GH}/deepseek-ai/DeepSeek-Coder/raw/2f9fd85927c669dae3c0fbb2d607274023af243e/Evaluation/MBPP/data/mbpp.jsonl",
+    "mbpp": [dict(url=f"{GH}/deepseek-ai/DeepSeek-Coder/raw/2f9fd85927c669dae3c0fbb2d607274023af243e/Evaluation/"
+                      "MBPP/data/mbpp.jsonl",
                   sha256="ccf64ceae9c5403bf50a044cb6d505bfd2a2963ee58338ba268fd65beab92a9f")],
     "mbpp+": [dict(url=f"{GH}/evalplus/mbppplus_release/releases/download/v0.2.0/MbppPlus.jsonl.gz",
                    sha256="af43697e8791c4c149bdfd6b489d8b5412507551ac20e28a439f650b8225db63")],
@@ -599,7 +608,7 @@ BENCHMARKS = {
     "gsm8k":   dict(family="math"), "math500": dict(family="math"),
     "aime":    dict(family="math"), "minerva": dict(family="math"),
 }
-EVALPLUS_MIN_TIME_S = 4.0     # EvalPlus's floor on the time limit of one input (HEAD; v0.3.1 had 1 s)
+EVALPLUS_MIN_TIME_S = 4.0     # EvalPlus's floor on the time limit of one input
 EVALPLUS_SAMPLE_CAP_S = 60.0  # EvalPlus bounds one sample's whole test run at 60 s
 RECORD_TIMEOUT_S = 20.0       # per input, when the canonical solution records expected outputs
 CACHE_FORMAT = "v2"           # bump when recorded expected outputs change meaning
@@ -690,7 +699,8 @@ def load_rows(name, data_path, shards=None):
 # ({group: execute.py spec}; groups run in order, a later group only for samples that passed the earlier
 # ones), timeouts ({group: seconds} where a group needs its own job timeout), canonical (full code or None).
 
-CODE_INSTRUCTION = "Please provide a self-contained Python script that solves the following problem in a markdown code block:"
+CODE_INSTRUCTION = ("Please provide a self-contained Python script that solves the following problem in a markdown "
+                    "code block:")
 
 
 def problem(task_id, prompt, tests=None, code_prompt="", code_prefix="", canonical=None, **extra):
@@ -881,7 +891,8 @@ def record_expected(name, tasks, data_sha, workers):
         cached = json.loads(path.read_text())
         return cached["expected"], cached["failures"]
     jobs = [{"id": r["task_id"], "code": reference_code(name, r), "tests": {
-        "type": "call", "fn_name": r["entry_point"], "cases": [_call_case(a, restored) for a in sum(inputs.values(), [])]}}
+        "type": "call", "fn_name": r["entry_point"],
+        "cases": [_call_case(a, restored) for a in sum(inputs.values(), [])]}}
             for r, inputs, restored in tasks]
     print(f"recording expected outputs of {len(jobs)} canonical solutions (cached in {path})")
     expected, failures = {}, {}
@@ -897,7 +908,8 @@ def record_expected(name, tasks, data_sha, workers):
 
 
 # LiveCodeBench. The harness prepends these imports to every program (lcb_runner testing_util's import_string).
-_LCB_MODULES = "string re datetime collections heapq bisect copy math random statistics itertools functools operator io sys json"
+_LCB_MODULES = ("string re datetime collections heapq bisect copy math random statistics itertools functools operator "
+                "io sys json")
 LCB_IMPORTS = ("".join(f"from {m} import *\n" for m in _LCB_MODULES.split() + ["builtins", "typing"])
                + "".join(f"import {m}\n" for m in _LCB_MODULES.split()) + "sys.setrecursionlimit(50000)\n")
 LCB_SYSTEM = ("You are an expert Python programmer. You will be given a question (problem specification) and will "
@@ -1039,6 +1051,16 @@ def task_jobs(problem, solution, job_id=None):
     """execute.py jobs that test one solution of one problem, one per test group, in group order."""
     code = problem["code_prefix"] + solution
     return [{"id": (job_id, g), "code": code, "tests": spec} for g, spec in problem["tests"].items()]
+
+
+def fold_statuses(statuses):
+    """One verdict from the sandbox statuses of a solution's jobs (one per test group): the first failure ('failed',
+    'timeout', ...: the code is wrong), else 'harness_error' when the sandbox itself failed on a group (nothing is
+    known about the code), else 'passed'; 'no code' when nothing ran."""
+    failures = [s for s in statuses if s not in ("passed", "harness_error")]
+    if failures:
+        return failures[0]
+    return "harness_error" if "harness_error" in statuses else "passed" if statuses else "no code"
 
 
 def load_problems(paths, benchmark=None, need_reference=False, tasks=TASKS):
@@ -1316,7 +1338,7 @@ def score_math(text, gold):
 
 
 # -----------------------------------------------------------------------------
-# Sampling a benchmark into a samples file (evaluate.py scores it; lcb-rb builds pairs from it)
+# Sampling a benchmark into a samples file (evaluate.py --model scores it; lcb-rb builds pairs from it)
 
 
 def load_samples(path, known_ids):
@@ -1337,7 +1359,6 @@ def load_samples(path, known_ids):
             fail(f"{where}: field {field!r} must be a string, got {type(r[field]).__name__}")
         samples.append(dict(r, task_id=str(r["task_id"]), line=lineno))
     return samples
-
 
 
 _LOADED = {}
@@ -1767,8 +1788,8 @@ class ToyTeacher:
         rewrite = optimize if request["kind"] == "optimize" else TOY_DEGRADE[request["dimension"]]
         reasoning = joiner.join(rewrite(steps, request, rng))
         if math_task:
-            return f"<think>\n{reasoning}\n</think>\n<answer>\n\\boxed{{{request['answer']}}}\n</answer>"
-        return f"<think>\n{reasoning}\n</think>\n<answer>\n```python\n{request['code'].strip()}\n```\n</answer>"
+            return format_math_completion(reasoning, request["answer"])
+        return format_completion(reasoning, request["code"])
 
 
 def make_teacher(spec, args):
@@ -1787,22 +1808,22 @@ def make_teacher(spec, args):
 
 
 def code_status(problems, codes, timeout=3.0, workers=None, memory_mb=2048, progress=False):
-    """execute.py's verdict on each (problem, code): 'passed' when every test group passes. Same code, one run."""
+    """execute.py's verdict on each (problem, code), folded by fold_statuses: 'passed' when every test group passes.
+    The same code for the same problem runs once."""
     by_id = {p["task_id"]: p for p in problems}
     unique = list(dict.fromkeys((p["task_id"], code) for p, code in zip(problems, codes)))
     jobs = [job for k, (pid, code) in enumerate(unique) for job in task_jobs(by_id[pid], code, k)]
-    status = {}
+    statuses = {key: [] for key in unique}
     for job, result in zip(jobs, run_jobs(jobs, workers=workers, timeout=timeout, memory_mb=memory_mb,
                                           fail_fast=True, progress=progress) if jobs else []):
-        key = unique[job["id"][0]]
-        if status.get(key, "passed") == "passed":
-            status[key] = result["status"]
-    return [status[(p["task_id"], code)] for p, code in zip(problems, codes)]
+        statuses[unique[job["id"][0]]].append(result["status"])
+    verdict = {key: fold_statuses(s) for key, s in statuses.items()}
+    return [verdict[(p["task_id"], code)] for p, code in zip(problems, codes)]
 
 
 def solution_status(problems, solutions, **exec_args):
-    """'passed' when a solution is right: its final answer matches the gold one under evaluate.py's checker (math),
-    or its code passes every test (code_status); else why not."""
+    """'passed' when a solution is right: its final answer matches the gold one (math_answers_match), or its code
+    passes every test (code_status); else why not."""
     status = [("passed" if math_answers_match(sol["answer"], p["answer"]) else "wrong answer")
               if p.get("task") == "math" else None for p, sol in zip(problems, solutions)]
     code = [i for i, st in enumerate(status) if st is None]
@@ -1922,9 +1943,9 @@ def finished_ids(path):
 
 def synthesize(problems, teacher, out, failures_out=None, seed=0, chunk=32, max_attempts=3, max_similarity=0.99,
                exec_timeout=3.0, exec_workers=None, exec_memory_mb=2048):
-    """CRPL records for `problems` (grpo.py's problem dicts: task_id, prompt, tests, code_prefix, and optionally a
+    """CRPL records for `problems` (load_problems' dicts: task_id, prompt, tests, code_prefix, and optionally a
     reference {reasoning, code}; or, with task "math", an answer and optionally a reference {reasoning, answer},
-    checked with evaluate.py's answer checker instead of the sandbox), appended to `out` one flushed line at a time;
+    checked with math_answers_match instead of the sandbox), appended to `out` one flushed line at a time;
     every problem that yields no record, and every malformed teacher reply given up on, goes to `failures_out` with
     the reason. Problems found in either file are skipped, so a rerun resumes an interrupted one. Returns the counts
     the summary prints."""
@@ -1968,7 +1989,7 @@ def lcb_rb_pairs(problems, samples, judge=None, pairs_per_problem=1, seed=0, max
                  exec_workers=None, exec_memory_mb=4096):
     """{"problem", "chosen", "rejected"} rows. Execution is the first filter: chosen from the samples whose code
     passes every test, rejected from those that fail. With a `judge` teacher, a chosen sample must also be judged
-    correct and consistent with its code. problems: {task_id: evaluate.py problem}; samples: evaluate.py sample rows
+    correct and consistent with its code. problems: {task_id: load_benchmark's problem}; samples: load_samples' rows
     with the whole output in raw_output (or completion). Returns (rows, counts)."""
     counts, candidates = Counter(), defaultdict(dict)  # task_id -> distinct (reasoning, code), in sample order
     for s in samples:
@@ -2058,21 +2079,41 @@ TOY_PYTHON = {  # the same semantics in Python, to compute expected outputs with
 }
 
 
+def hold_out(templates, rng_key, heldout_fraction):
+    """(train, held-out) templates (tuples of parts). Held-out ones are drawn from a shuffle seeded by rng_key,
+    skipping any whose parts would then appear in fewer than 3 training templates: a held-out template is a new
+    combination of parts the model has seen."""
+    templates = list(templates)
+    random.Random(rng_key).shuffle(templates)
+    heldout, wanted = [], round(heldout_fraction * len(templates))
+    for template in templates:
+        train_left = [t for t in templates if t not in heldout and t != template]
+        if len(heldout) < wanted and all(sum(part in t for t in train_left) >= 3 for part in template):
+            heldout.append(template)
+    return [t for t in templates if t not in heldout], heldout
+
+
+def sample_tasks(splits, rng, options, make_task, per_template):
+    """(train, held-out) tasks: for each template of each split, up to per_template of its options (parameter
+    choices), each made into a task by make_task(template, *option, rng)."""
+    tasks = []
+    for templates in splits:
+        tasks.append([])
+        for template in templates:
+            choices = options(template)
+            tasks[-1] += [make_task(template, *c, rng) for c in rng.sample(choices, min(per_template, len(choices)))]
+    return tasks[0], tasks[1]
+
+
 def toy_templates(seed=0, heldout_fraction=0.2):
-    """(train, held-out) lists of (filter, map, reducer) names. Held-out triples are drawn from a seeded shuffle,
-    skipping any whose parts would then be missing from (or nearly absent in) the training triples."""
+    """(train, held-out) lists of (filter, map, reducer) names (hold_out)."""
     triples = [(f, m, r) for f in TOY_FILTERS for m in TOY_MAPS for r in TOY_REDUCERS]
-    random.Random(f"toy-templates:{seed}").shuffle(triples)
-    heldout, wanted = [], round(heldout_fraction * len(triples))
-    for triple in triples:
-        train_left = [t for t in triples if t not in heldout and t != triple]
-        if len(heldout) < wanted and all(sum(part in t for t in train_left) >= 3 for part in triple):
-            heldout.append(triple)
-    return [t for t in triples if t not in heldout], heldout
+    return hold_out(triples, f"toy-templates:{seed}", heldout_fraction)
 
 
 def toy_task(triple, k_filter, k_map, rng, n_cases=6):
-    """One problem in grpo.py's training format, with execute.py call tests and a reference {reasoning, code}."""
+    """One problem in the training format (load_problems), with execute.py call tests and a reference
+    {reasoning, code}."""
     f, m, r = triple
     keep, condition = (s.format(k=k_filter) for s in TOY_FILTERS[f])
     change, expression = (s.format(k=k_map) for s in TOY_MAPS[m])
@@ -2100,17 +2141,12 @@ def toy_tasks(seed=0, per_template=5, heldout_fraction=0.2):
     template, each with its own parameters (1..9) and tests. Tests call f on random lists of -9..9 with 0 to 7
     elements (the first one also holds the filter's boundary value); expected outputs are computed from the
     template's meaning."""
-    train_templates, heldout_templates = toy_templates(seed, heldout_fraction)
-    rng = random.Random(f"toy-tasks:{seed}")
-    split = []
-    for templates in (train_templates, heldout_templates):
-        tasks = []
-        for triple in templates:
-            ks = [(a, b) for a in (range(1, 10) if "{k}" in TOY_FILTERS[triple[0]][0] else [0])
-                  for b in (range(1, 10) if "{k}" in TOY_MAPS[triple[1]][0] else [0])]
-            tasks += [toy_task(triple, a, b, rng) for a, b in rng.sample(ks, min(per_template, len(ks)))]
-        split.append(tasks)
-    return split[0], split[1]
+    def parameters(triple):  # (filter k, map k); 0 where the part takes none
+        return [(a, b) for a in (range(1, 10) if "{k}" in TOY_FILTERS[triple[0]][0] else [0])
+                for b in (range(1, 10) if "{k}" in TOY_MAPS[triple[1]][0] else [0])]
+
+    return sample_tasks(toy_templates(seed, heldout_fraction), random.Random(f"toy-tasks:{seed}"), parameters,
+                        toy_task, per_template)
 
 
 # -----------------------------------------------------------------------------
@@ -2138,16 +2174,9 @@ TOY_MATH_ITEMS = ["apples", "marbles", "coins", "cards", "stickers", "shells"]
 
 
 def toy_math_templates(seed=0, heldout_fraction=0.2):
-    """(train, held-out) operation chains of length 2 and 3; a held-out chain's operations all appear in at least 3
-    training chains."""
+    """(train, held-out) operation chains of length 2 and 3 (hold_out)."""
     chains = [c for n in (2, 3) for c in itertools.product(TOY_MATH_OPS, repeat=n)]
-    random.Random(f"toy-math-templates:{seed}").shuffle(chains)
-    heldout, wanted = [], round(heldout_fraction * len(chains))
-    for chain in chains:
-        train_left = [c for c in chains if c not in heldout and c != chain]
-        if len(heldout) < wanted and all(sum(op in c for c in train_left) >= 3 for op in chain):
-            heldout.append(chain)
-    return [c for c in chains if c not in heldout], heldout
+    return hold_out(chains, f"toy-math-templates:{seed}", heldout_fraction)
 
 
 def toy_math_values(chain, start, ks):
@@ -2177,25 +2206,18 @@ def toy_math_task(chain, start, ks, rng):
 def toy_math_tasks(seed=0, per_template=5, heldout_fraction=0.2):
     """The toy math world's problems, deterministic from the seed: (train, held_out), up to `per_template` tasks per
     chain, each with its own numbers (starting amounts 2..9)."""
-    train_chains, heldout_chains = toy_math_templates(seed, heldout_fraction)
-    rng = random.Random(f"toy-math-tasks:{seed}")
-    split = []
-    for chains in (train_chains, heldout_chains):
-        tasks = []
-        for chain in chains:
-            options = [(start, ks) for start in range(2, 10)
-                       for ks in itertools.product(*(TOY_MATH_STEPS[op] for op in chain))
-                       if toy_math_values(chain, start, ks)]
-            tasks += [toy_math_task(chain, start, ks, rng) for start, ks in rng.sample(options, min(per_template,
-                                                                                                     len(options)))]
-        split.append(tasks)
-    return split[0], split[1]
+    def numbers(chain):  # (starting amount, step sizes) that keep every amount in 1..20
+        return [(start, ks) for start in range(2, 10) for ks in itertools.product(*(TOY_MATH_STEPS[op] for op in chain))
+                if toy_math_values(chain, start, ks)]
+
+    return sample_tasks(toy_math_templates(seed, heldout_fraction), random.Random(f"toy-math-tasks:{seed}"), numbers,
+                        toy_math_task, per_template)
 
 
 # -----------------------------------------------------------------------------
 # Command line
 
-def main(argv=None):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     gen = commands.add_parser("generate", help="sample completions for one or more prompts")
@@ -2230,7 +2252,7 @@ def main(argv=None):
     shared.add_argument("--dtype", default=None, help="bf16 | fp16 | fp32, for local models")
     shared.add_argument("--device", default=None)
     crpl = commands.add_parser("crpl", parents=[shared], help="optimized and degraded reasoning for each problem")
-    crpl.add_argument("--problems", required=True, nargs="+", help="JSONL problems in grpo.py's training format")
+    crpl.add_argument("--problems", required=True, nargs="+", help="JSONL problems in the training format")
     crpl.add_argument("--teacher", required=True, help="toy | local:PATH | http(s)://HOST/v1")
     crpl.add_argument("--out", required=True, help="CRPL records (JSONL), appended to: a rerun resumes")
     crpl.add_argument("--failures", default=None, help="problems and replies not written as data (default: "
@@ -2257,64 +2279,83 @@ def main(argv=None):
                                                    "consistent with its code: local:PATH or http(s)://HOST/v1")
     lcb.add_argument("--out", required=True, help="pairs (JSONL), rewritten")
     args = parser.parse_args(argv)
+    if args.command == "lcb-rb" and not args.model and not (args.samples and os.path.exists(args.samples)):
+        parser.error(f"lcb-rb needs --model PATH or an existing --samples FILE (got {args.samples!r})")
+    return args
+
+
+def teacher_from_args(spec, args):
+    """make_teacher, or one line naming what is wrong with the teacher or judge flag."""
+    try:
+        return make_teacher(spec, args) if spec else None
+    except (ValueError, OSError) as e:
+        raise SystemExit(f"error: {e}")
+
+
+def exec_settings(args, timeout):
+    return dict(exec_timeout=args.exec_timeout or timeout, exec_workers=args.exec_workers,
+                exec_memory_mb=args.exec_memory_mb)
+
+
+def cmd_generate(args):
+    try:
+        model, tokenizer = load_model(args.model, args.dtype, args.device, args.trust_remote_code)
+    except OSError as e:
+        raise SystemExit(f"error: {e}")
+    prompts = [p if args.raw else format_prompt(tokenizer, p, args.system) for p in args.prompt]
+    start = time.perf_counter()
+    samples = generate(model, tokenizer, prompts, n=args.n, max_new_tokens=args.max_new_tokens,
+                       temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, stop=args.stop,
+                       seed=args.seed)
+    seconds = time.perf_counter() - start
+    for index, sample in enumerate(samples):
+        print(f"--- prompt {sample.prompt_index} sample {index % args.n}: {len(sample.token_ids)} tokens, "
+              f"finish={sample.finish_reason}, mean logprob="
+              f"{sum(sample.logprobs) / max(1, len(sample.logprobs)):.3f}\n{sample.text}")
+    n_tokens = sum(len(s.token_ids) for s in samples)
+    print(f"--- {len(samples)} samples, {n_tokens} tokens in {seconds:.2f}s ({n_tokens / seconds:.1f} tokens/s)")
+
+
+def cmd_crpl(args):
+    teacher = teacher_from_args(args.teacher, args)
+    try:
+        synthesize(load_problems(args.problems), teacher, args.out, args.failures, args.seed, args.chunk,
+                   args.max_attempts, args.max_similarity, **exec_settings(args, 3.0))
+    except (TeacherError, ValueError) as e:
+        raise SystemExit(f"error: {e}\n(finished problems are saved: the same command resumes)")
+
+
+def cmd_lcb_rb(args):
+    judge = teacher_from_args(args.judge, args)
+    problems = {p["task_id"]: p for p in load_benchmark("livecodebench", args.data, lcb_version=args.lcb_version,
+                                                        start_date=args.start_date, end_date=args.end_date)[0]}
+    samples_path = Path(args.samples or os.path.splitext(args.out)[0] + ".samples.jsonl")
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    samples_path.parent.mkdir(parents=True, exist_ok=True)
+    if args.model:
+        generate_samples(problems, argparse.Namespace(
+            model=args.model, n=args.n, dtype=args.dtype, device=args.device, family="lcb", prompt_format="recode",
+            batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+            top_p=args.top_p, seed=args.seed), samples_path)
+    try:
+        rows, counts = lcb_rb_pairs(problems, load_samples(samples_path, set(problems)), judge,
+                                    args.pairs_per_problem, args.seed, args.max_attempts, **exec_settings(args, 6.0))
+    except TeacherError as e:
+        raise SystemExit(f"error: {e}")
+    with open(args.out, "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    print(f"lcb-rb: {len(problems)} problems, {len(rows)} pairs -> {args.out}")
+    for key in sorted(counts):
+        print(f"  {key}: {counts[key]}")
+
+
+COMMANDS = {"generate": cmd_generate, "crpl": cmd_crpl, "lcb-rb": cmd_lcb_rb}
+
+
+def main(argv=None):
+    args = parse_args(argv)
     print(vars(args))
-    if args.command in ("crpl", "lcb-rb"):
-        exec_settings = dict(exec_timeout=args.exec_timeout or (3.0 if args.command == "crpl" else 6.0),
-                             exec_workers=args.exec_workers, exec_memory_mb=args.exec_memory_mb)
-        if args.command == "lcb-rb" and not args.model and not (args.samples and os.path.exists(args.samples)):
-            parser.error(f"lcb-rb needs --model PATH or an existing --samples FILE (got {args.samples!r})")
-        spec = args.teacher if args.command == "crpl" else args.judge
-        try:
-            teacher = make_teacher(spec, args) if spec else None
-        except (ValueError, OSError) as e:
-            raise SystemExit(f"error: {e}")
-
-    if args.command == "generate":
-        try:
-            model, tokenizer = load_model(args.model, args.dtype, args.device, args.trust_remote_code)
-        except OSError as e:
-            raise SystemExit(f"error: {e}")
-        prompts = [p if args.raw else format_prompt(tokenizer, p, args.system) for p in args.prompt]
-        start = time.perf_counter()
-        samples = generate(model, tokenizer, prompts, n=args.n, max_new_tokens=args.max_new_tokens,
-                           temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, stop=args.stop,
-                           seed=args.seed)
-        seconds = time.perf_counter() - start
-        for index, sample in enumerate(samples):
-            print(f"--- prompt {sample.prompt_index} sample {index % args.n}: {len(sample.token_ids)} tokens, "
-                  f"finish={sample.finish_reason}, mean logprob="
-                  f"{sum(sample.logprobs) / max(1, len(sample.logprobs)):.3f}\n{sample.text}")
-        n_tokens = sum(len(s.token_ids) for s in samples)
-        print(f"--- {len(samples)} samples, {n_tokens} tokens in {seconds:.2f}s ({n_tokens / seconds:.1f} tokens/s)")
-
-    elif args.command == "crpl":
-        try:
-            synthesize(load_problems(args.problems), teacher, args.out, args.failures, args.seed, args.chunk,
-                       args.max_attempts, args.max_similarity, **exec_settings)
-        except (TeacherError, ValueError) as e:
-            raise SystemExit(f"error: {e}\n(finished problems are saved: the same command resumes)")
-
-    elif args.command == "lcb-rb":
-        problems = {p["task_id"]: p for p in load_benchmark("livecodebench", args.data, lcb_version=args.lcb_version,
-                                                            start_date=args.start_date, end_date=args.end_date)[0]}
-        samples_path = Path(args.samples or os.path.splitext(args.out)[0] + ".samples.jsonl")
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        samples_path.parent.mkdir(parents=True, exist_ok=True)
-        if args.model:
-            generate_samples(problems, argparse.Namespace(
-                model=args.model, n=args.n, dtype=args.dtype, device=args.device, family="lcb", prompt_format="recode",
-                batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                top_p=args.top_p, seed=args.seed), samples_path)
-        try:
-            rows, counts = lcb_rb_pairs(problems, load_samples(samples_path, set(problems)), teacher,
-                                        args.pairs_per_problem, args.seed, args.max_attempts, **exec_settings)
-        except TeacherError as e:
-            raise SystemExit(f"error: {e}")
-        with open(args.out, "w") as f:
-            f.writelines(json.dumps(row) + "\n" for row in rows)
-        print(f"lcb-rb: {len(problems)} problems, {len(rows)} pairs -> {args.out}")
-        for key in sorted(counts):
-            print(f"  {key}: {counts[key]}")
+    COMMANDS[args.command](args)
 
 
 if __name__ == "__main__":

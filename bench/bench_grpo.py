@@ -18,8 +18,8 @@ share of completion tokens with an even id: free to compute, and with spread ins
 trained on). The model is random-init and rarely emits EOS, so nearly every completion runs
 the full 64 tokens in both. Wall time and CPU time per step are both reported (on a shared machine the CPU time is
 less disturbed by other processes), and grpo.py's step split into generation (rollout) and update (optimize).
-Measured on the quiet 2-core CPU: grpo.py 0.192 s/step, TRL 0.475 s/step, 0.40x; with --grad-ckpt 0.49x (see the
-README for every setting and the history).
+Measured on the quiet 2-core CPU: grpo.py 0.192 s/step, TRL 0.475 s/step, 0.40x; with --grad-ckpt 0.49x
+(bench/README.md has every setting).
 """
 
 import argparse

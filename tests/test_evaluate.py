@@ -1,14 +1,12 @@
-"""Tests for evaluate.py: loaders and scorers of every benchmark on small fixtures written for the project
-(tests/fixtures/evaluate/), extraction rules, the math checker, pass@k, samples I/O and resume, and an end-to-end
-run with a tiny random model through synth.py's engine. Run: python -m pytest -q tests/test_evaluate.py"""
-import base64
+"""Tests for evaluate.py: the scorers of every benchmark on small fixtures written for the project
+(tests/fixtures/evaluate/), pass@k, the canonical-solution gates, samples I/O and resume, and an end-to-end run with a
+tiny random model through synth.py's engine. (The loaders and the checkers they use: tests/test_synth.py.)
+Run: python -m pytest -q tests/test_evaluate.py"""
 import json
 import math
 import os
-import pickle
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import pytest
@@ -59,201 +57,6 @@ def test_pass_at_ks_reports_only_k_up_to_min_n():
     got = E.pass_at_ks([10, 10, 5], [1, 10, 0], [1, 5, 10, 100])
     assert set(got) == {1, 5}
     assert got[1] == pytest.approx((0.1 + 1.0 + 0.0) / 3)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Extraction and prompts
-
-
-@pytest.mark.parametrize("text, code", [
-    ("<think>try ```x = 0```</think>\n<answer>\n```python\ndef f():\n    return 1\n```\n</answer>", "def f():\n    return 1"),
-    ("first\n```python\na = 1\n```\nthen\n```\nb = 2\n```\nbye", "b = 2"),                # the last block wins
-    ("```python\na = 1\n```\n```python\nb = 2\nc = 3", "b = 2\nc = 3"),                  # cut off by the token limit
-    ("    return x + 1\n", "    return x + 1"),                                         # a bare code completion
-    ("<think>hmm</think><answer>def g(): pass</answer>", "def g(): pass"),              # answer without a fence
-])
-def test_extract_code_last_fence(text, code):
-    assert S.extract_code(text) == code
-
-
-def test_extract_code_livecodebench_rule():
-    assert S.extract_code("intro\n```python\nprint(1)\n```\nmore text", "lcb") == "print(1)"
-    assert S.extract_code("a\n```python\nx=1\n```\n```python\ny=2\n```", "lcb") == "y=2"
-    assert S.extract_code("```python\nprint(1)", "lcb") == ""       # fewer than two fence lines: no code
-
-
-def test_split_reasoning_and_prompts():
-    assert S.split_reasoning("<think>a</think><answer>b</answer>") == ("a", "b")
-    assert S.split_reasoning("plain") == (None, None)
-    problems, _ = S.load_benchmark("livecodebench", str(FIX / "livecodebench.jsonl"))
-    system, user = S.build_prompt(problems[0], "recode")
-    assert "<think>" in system and "<answer>" in system and user.startswith("### Question:")
-    system, user = S.build_prompt(problems[0], "instruct")
-    assert system == S.LCB_SYSTEM and "### Format: Read the inputs from stdin" in user
-    functional = next(p for p in problems if p["tests"]["base"]["type"] == "call")
-    assert "class Solution" in S.build_prompt(functional, "instruct")[1]
-    math_problem = S.load_benchmark("gsm8k", str(FIX / "gsm8k.jsonl"))[0][0]
-    assert "\\boxed" in S.build_prompt(math_problem, "recode", "math")[0]
-
-
-def test_solution_from_output_adds_prompt_imports():
-    p = S.load_benchmark("humaneval", str(FIX / "humaneval.jsonl"))[0][0]
-    code = S.solution_from_output(p, "```python\ndef add(xs: List[int], y: int):\n    return xs\n```", "last_fence")
-    assert code.startswith("from typing import List\n")
-    assert S.solution_from_output(p, "", "last_fence") == ""                 # empty stays empty (a failed sample)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Math answers
-
-
-@pytest.mark.parametrize("pred, gold", [
-    ("1,000", "1000"), ("2.50", "2.5"), ("\\frac{1}{2}", "0.5"), ("\\dfrac12", "1/2"), ("-\\frac{3}{4}", "-0.75"),
-    ("18 \\text{ dollars}", "18"), ("1.6 \\mathrm{~cm}", "1.6"), ("4.5 \\times 10^{33}", "4.5e33"),
-    ("x = 5", "5"), ("90^\\circ", "90"), ("50\\%", "50"), ("\\$18", "18"), ("3, 2", "2,3"), ("(1,2]", "(1, 2]"),
-    ("2\\sqrt{3}", "\\sqrt{12}"), ("033", "33"), ("\\boxed{7}", "7"), ("-3", "-3.0"),
-    # fractions and decimals, \\frac / \\dfrac / a/b, signs
-    ("\\frac{-3}{4}", "-0.75"), ("-3/4", "-\\frac34"), ("\\tfrac{3}{4}", "0.75"),
-    ("\\frac{\\sqrt{3}}{2}", "\\frac{1}{2}\\sqrt{3}"),
-    ("\u22127", "-7"), ("\\frac{1}{2}x", "x/2"), ("x^2+1", "1+x^2"),
-    # units, degrees, trailing zeros, thousands separators, dollars
-    ("10 \\text{cm}^2", "10"), ("10\\,\\text{m}", "10"), ("30^{\\circ}", "30"), ("30\u00b0", "30"), ("5.0", "5"),
-    ("2.500", "2.5"), ("1{,}000", "1000"), ("\\$1,000.00", "1000"), ("1,000,000", "10^6"), ("1.5\\times10^{3}", "1500"),
-    # \\text / \\mathbf wrappers, a choice or a number in parentheses (AIME solutions write \\textbf{(55) })
-    ("\\text{(C)}", "C"), ("\\mathbf{127}", "127"), ("\\textbf{(55) }", "055"), ("\\text{Monday}", "Monday"),
-    # tuples, intervals and sets
-    ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\frac{\\pi}{2})"), ("(-\\infty, 3]", "(-\\infty,3]"),
-    ("\\{1,2\\}", "\\{2,1\\}"),
-])
-def test_math_answers_match(pred, gold):
-    assert S.math_answers_match(pred, gold)
-
-
-@pytest.mark.parametrize("pred, gold", [
-    ("7", "8"), ("-3", "3"), ("1.6", "1.7"), ("2,3", "2,4"), ("(1,2)", "(1,2]"), (None, "1"), ("", "0"),
-    ("\\sqrt{2}", "1.41"), ("__import__('os').system('true')", "0"),
-    ("100000", "100001"), ("1,2", "12"), ("1,000", "1"), ("2.5", "25"), ("0.33", "\\frac{1}{3}"), ("(1,2)", "(2,1)"),
-    ("\\{1,2\\}", "\\{1,3\\}"), ("x^2+1", "x^2-1"), ("3", "3\\sqrt2"), ("-\\frac{3}{4}", "\\frac{3}{4}"),
-])
-def test_math_answers_differ(pred, gold):
-    assert not S.math_answers_match(pred, gold)
-
-
-def test_math_extraction():
-    assert S.all_boxed("\\boxed{\\frac{1}{2}} and \\fbox{3} and \\boxed 5$") == ["\\frac{1}{2}", "3", "5"]
-    assert S.extract_math_answer("so \\boxed{a} then \\boxed{\\{1, 2\\}}") == "\\{1, 2\\}"
-    assert S.extract_math_answer("cut off \\boxed{\\frac{1}{") is None
-    assert S.extract_math_answer("work\n#### 1,200") == "1,200"
-    assert S.score_math("<think>2 or 3</think><answer>\\boxed{2} and \\boxed{3}</answer>", "2, 3")
-    assert S.score_math("the answer is \\boxed{1200}", "1200")
-    assert not S.score_math("the answer is 1200", "1200")             # no boxed or #### answer: not credited
-    # several boxes: the last one counts (or all of them together, as a list)
-    assert S.score_math("first \\boxed{3}, then fixed: \\boxed{4}", "4")
-    assert not S.score_math("first \\boxed{3}, then fixed: \\boxed{4}", "3")
-    assert S.score_math("<think>maybe \\boxed{1}</think><answer>\\boxed{2}</answer>", "2")  # <answer> wins
-    assert S.score_math("\\boxed{\\frac{1}{\\sqrt{2}}}", "\\frac{\\sqrt2}{2}")                # nested braces
-    assert S.score_math("\\boxed{{5}}", "5") and S.score_math("\\boxed{ 5 }", "5")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Loaders
-
-
-def test_humaneval_and_mbpp_loaders():
-    he, info = S.load_benchmark("humaneval", str(FIX / "humaneval.jsonl"))
-    assert [p["task_id"] for p in he] == ["HumanEval/0", "HumanEval/1"] and len(info[0]["sha256"]) == 64
-    assert he[0]["tests"]["base"]["program"].rstrip().endswith("check(add)")
-    mbpp, _ = S.load_benchmark("mbpp", str(FIX / "mbpp.jsonl"))
-    assert [p["task_id"] for p in mbpp] == ["Mbpp/11", "Mbpp/12"]       # task 600 is outside the test split
-    program = mbpp[1]["tests"]["base"]["program"]
-    assert program.index("root = Node(1)") < program.index("assert count_nodes(root)")
-
-
-def test_evalplus_loaders_restore_types_and_pick_oracles():
-    hep = {p["task_id"]: p for p in S.load_benchmark("humaneval+", str(FIX / "humanevalplus.jsonl"))[0]}
-    assert hep["HumanEval/0"]["tests"]["plus"]["cases"][1] == {"args": [[10 ** 20], 1], "expected": [10 ** 20 + 1]}
-    assert hep["HumanEval/0"]["tests"]["base"]["atol"] == 0
-    assert hep["HumanEval/2"]["tests"]["base"]["atol"] == 1e-6          # float outputs get EvalPlus's tolerance
-    assert hep["HumanEval/32"]["tests"]["plus"]["type"] == "assert"     # find_zero: |poly(x)| <= atol
-    mbpp = {p["task_id"]: p for p in S.load_benchmark("mbpp+", str(FIX / "mbppplus.jsonl"))[0]}
-    case = mbpp["Mbpp/106"]["tests"]["base"]["cases"][0]
-    assert case == {"args_py": "[[5, 6, 7], (9, 10)]", "expected": [9, 10, 5, 6, 7]}
-    assert "(3, 4, 5, 6)" in mbpp["Mbpp/2"]["tests"]["base"]["program"]   # tuples restored, set-equality oracle
-    assert "_o is not None" in mbpp["Mbpp/737"]["tests"]["base"]["program"]
-    assert mbpp["Mbpp/404"]["tests"]["plus"]["cases"][0]["args"][0] == math.inf
-
-
-def test_expected_outputs_are_cached_by_dataset_hash(monkeypatch):
-    S.load_benchmark("mbpp+", str(FIX / "mbppplus.jsonl"))
-    monkeypatch.setattr(S, "run_jobs", lambda *a, **k: pytest.fail("expected outputs were recorded twice"))
-    problems, _ = S.load_benchmark("mbpp+", str(FIX / "mbppplus.jsonl"))
-    assert len(problems) == 4 and all(p["tests"] and not p["reference_check"] for p in problems)
-
-
-def test_livecodebench_loader_decodes_and_selects():
-    problems, _ = S.load_benchmark("livecodebench", str(FIX / "livecodebench.jsonl"))
-    by_id = {p["task_id"]: p for p in problems}
-    stdio = by_id["abc001_a"]["tests"]["base"]
-    assert stdio["type"] == "stdio" and len(stdio["cases"]) == 3       # 1 public + 2 compressed private
-    call = by_id["3000"]["tests"]["base"]
-    assert call["fn_name"] == "maxPairSum" and call["cases"][0] == {"args": [[1, 5, 3], 0], "expected": 8}
-    assert {p["difficulty"] for p in problems} == {"easy", "medium", "hard"}
-    window, _ = S.load_benchmark("livecodebench", str(FIX / "livecodebench.jsonl"), start_date="2024-01-01",
-                                 end_date="2024-08-31")
-    assert [p["task_id"] for p in window] == ["abc001_a"]
-    assert S.lcb_shards("release_v3") == ["test.jsonl", "test2.jsonl", "test3.jsonl"]
-    assert S.lcb_shards("v2_v3") == ["test2.jsonl", "test3.jsonl"] and S.lcb_shards("v6") == ["test6.jsonl"]
-    with pytest.raises(SystemExit, match="lcb-version"):
-        S.lcb_shards("release_v9")
-
-
-def test_lcb_private_tests_refuse_anything_but_a_string(tmp_path):
-    cases = [{"input": "1\n", "output": "1\n", "testtype": "stdin"}]
-    packed = base64.b64encode(zlib.compress(pickle.dumps(json.dumps(cases)))).decode()
-    assert S.decode_lcb_tests(packed) == cases
-    marker = tmp_path / "pwned"
-
-    class Evil:
-        def __reduce__(self):
-            return (os.system, (f"touch {marker}",))
-    evil = base64.b64encode(zlib.compress(pickle.dumps(Evil()))).decode()
-    with pytest.raises(pickle.UnpicklingError, match="only plain str"):
-        S.decode_lcb_tests(evil)
-    assert not marker.exists()
-    not_str = base64.b64encode(zlib.compress(pickle.dumps([1, 2]))).decode()
-    with pytest.raises(pickle.UnpicklingError, match="expected a str"):
-        S.decode_lcb_tests(not_str)
-
-
-def test_bigcodebench_loader_skips_missing_libraries():
-    problems, _ = S.load_benchmark("bigcodebench", str(FIX / "bigcodebench.jsonl"))
-    ok, missing = problems
-    assert ok["skip"] is None and ok["code_prefix"] == "import math\ndef task_func(r):\n\n    pass\n"
-    assert "surely_not_an_installed_library" in missing["skip"]
-    assert ok["prompt"].startswith(S.CODE_INSTRUCTION) and "Return the area" in ok["prompt"]
-    complete = S.load_benchmark("bigcodebench", str(FIX / "bigcodebench.jsonl"), split="complete")[0][0]
-    assert '"""' in complete["prompt"]
-
-
-def test_mbpp_train_and_validation_splits(tmp_path):
-    rows = [{"task_id": t, "text": f"task {t}", "code": "def f():\n    return 1", "test_list": ["assert f() == 1"],
-             "test_setup_code": "", "challenge_test_list": []} for t in (3, 11, 510, 511, 600, 601, 974)]
-    data = tmp_path / "mbpp.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    ids = {name: [p["task_id"] for p in S.load_benchmark(name, str(data))[0]]
-           for name in ("mbpp", "mbpp-train", "mbpp-validation")}
-    assert ids == {"mbpp": ["Mbpp/11", "Mbpp/510"], "mbpp-train": ["Mbpp/601", "Mbpp/974"],
-                   "mbpp-validation": ["Mbpp/511", "Mbpp/600"]}
-    import grpo  # grpo.py --data mbpp.jsonl --data-benchmark mbpp-train trains on the train split
-    problems = grpo.load_problems([str(data)], "mbpp-train")
-    assert [p["task_id"] for p in problems] == ["Mbpp/601", "Mbpp/974"] and {p["task"] for p in problems} == {"code"}
-
-
-def test_math_loaders_read_gold_answers():
-    gold = {name: [p["answer"] for p in S.load_benchmark(name, str(FIX / f"{name}.jsonl"))[0]]
-            for name in ("gsm8k", "math500", "aime", "minerva")}
-    assert gold == {"gsm8k": ["1200", "5"], "math500": ["\\frac{3}{4}", "2\\sqrt{3}"], "aime": ["24"],
-                    "minerva": ["1.6"]}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -466,15 +269,6 @@ def test_download_offline_names_data_flag(tmp_path, monkeypatch):
     run = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--benchmark", "math500", "--samples", "x.jsonl",
                           "--out", str(tmp_path / "o")], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert run.returncode != 0 and "--data PATH" in run.stderr and "math500" in run.stderr
-
-
-def test_download_checks_pinned_sha256(tmp_path):
-    source = S.SOURCES["humaneval"][0]
-    cached = Path(os.environ["RECODE_CACHE"]) / "data" / "humaneval" / source["url"].rsplit("/", 1)[1]
-    cached.parent.mkdir(parents=True)
-    cached.write_bytes(b"not the real file")
-    with pytest.raises(SystemExit, match="differs from the pinned"):
-        S.load_benchmark("humaneval")
 
 
 # ---------------------------------------------------------------------------------------------------------------

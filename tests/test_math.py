@@ -1,7 +1,7 @@
 """
-Tests for the math task (the paper's generalization experiment) in grpo.py and synth.py: the math format and outcome
-rewards, the gate on hand-made samples, math problems in the training format (mixed with code), the toy math family,
-and a short toy math run of grpo.py's toy world.
+Tests for the math task (the paper's generalization experiment) in grpo.py: the math format and outcome rewards, the
+gate on hand-made samples and in a batch mixed with code, the math system prompt, the toy math family, and a short toy
+math run of grpo.py's toy world. (Math problem files and the answer checker: tests/test_synth.py.)
 
     python -m pytest -q tests/test_math.py
 """
@@ -102,25 +102,13 @@ def test_mixed_code_and_math_batch(monkeypatch):
 # Problems
 
 
-def test_math_problems_in_the_training_format(tmp_path):
-    rows = [{"prompt": "1+1?", "answer": 2, "reference": {"reasoning": "one and one", "answer": "2"}},
-            {"prompt": "2+2?", "answer": "4", "completion": "<think>x</think><answer>\\boxed{4}</answer>"},
-            {"prompt": "add", "tests": {"type": "call", "fn_name": "f", "cases": [{"args": [], "expected": 1}]}}]
-    path = tmp_path / "mixed.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+def test_math_problems_get_the_math_system_prompt(tmp_path):
+    path = tmp_path / "math.jsonl"
+    path.write_text(json.dumps({"prompt": "1+1?", "answer": 2}) + "\n")
     problems = synth.load_problems([str(path)])
-    assert [p["task"] for p in problems] == ["math", "math", "code"] and problems[0]["answer"] == "2"
-    assert synth.completion_target(problems[0]) == synth.format_math_completion("one and one", "2")
-    assert synth.completion_target(problems[1]) == rows[1]["completion"]
     chatless = type("Tokenizer", (), dict(chat_template=None, name_or_path="plain"))()
     prompt = grpo.prompt_text(grpo.parse_args(["--prompt-format", "recode"]), chatless, problems[0])
     assert prompt.endswith("1+1?") and "\\boxed" in prompt and "```python" not in prompt  # the math system prompt
-    (tmp_path / "bad.jsonl").write_text(json.dumps({"prompt": "x", "task": "math"}) + "\n")
-    with pytest.raises(SystemExit, match=r"bad.jsonl:1: a math problem needs an 'answer'"):
-        synth.load_problems([str(tmp_path / "bad.jsonl")])
-    (tmp_path / "noref.jsonl").write_text(json.dumps({"prompt": "x", "answer": "1"}) + "\n")
-    with pytest.raises(SystemExit, match=r"noref.jsonl:1: --algo sft needs 'reference' \{reasoning, answer\}"):
-        synth.load_problems([str(tmp_path / "noref.jsonl")], need_reference=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,20 +1,25 @@
 """
 Tests for synth.py: model loading, prompt formatting and the generation engine, on tiny random models built from a
-config (Qwen2 and Llama) with a tokenizer trained here; CRPL synthesis (toy, HTTP and local teachers, filters, resume)
+config (Qwen2 and Llama) with a tokenizer trained here; problem files, benchmark loaders, prompts, code extraction and
+the math checker on small fixtures; CRPL synthesis (toy, HTTP and local teachers, filters, resume)
 and LCB-RB pair building on small fixtures, with a chat-completions server on 127.0.0.1. No downloads.
 
     python -m pytest -q tests/test_synth.py
 """
 
+import base64
 import datetime
 import json
+import math
 import os
+import pickle
 import re
 import socket
 import subprocess
 import sys
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -369,6 +374,214 @@ def test_sample_fields(tokenizer):
     assert isinstance(sample, Sample)
     assert set(vars(sample)) == {"prompt_index", "text", "token_ids", "logprobs", "finish_reason", "prompt_token_ids"}
 
+
+# -----------------------------------------------------------------------------
+# Problems: training problem files, benchmark loaders (fixtures written for the project in tests/fixtures/evaluate/),
+# the ReCode output format and prompts, code extraction, and the math answer checker
+
+BENCHMARK_DATA = ROOT / "tests" / "fixtures" / "evaluate"
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RECODE_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("text, code", [
+    ("<think>try ```x = 0```</think>\n<answer>\n```python\ndef f():\n    return 1\n```\n</answer>", "def f():\n    return 1"),
+    ("first\n```python\na = 1\n```\nthen\n```\nb = 2\n```\nbye", "b = 2"),                # the last block wins
+    ("```python\na = 1\n```\n```python\nb = 2\nc = 3", "b = 2\nc = 3"),                  # cut off by the token limit
+    ("    return x + 1\n", "    return x + 1"),                                         # a bare code completion
+    ("<think>hmm</think><answer>def g(): pass</answer>", "def g(): pass"),              # answer without a fence
+])
+def test_extract_code_last_fence(text, code):
+    assert synth.extract_code(text) == code
+
+def test_extract_code_livecodebench_rule():
+    assert synth.extract_code("intro\n```python\nprint(1)\n```\nmore text", "lcb") == "print(1)"
+    assert synth.extract_code("a\n```python\nx=1\n```\n```python\ny=2\n```", "lcb") == "y=2"
+    assert synth.extract_code("```python\nprint(1)", "lcb") == ""       # fewer than two fence lines: no code
+
+def test_split_reasoning_and_prompts():
+    assert synth.split_reasoning("<think>a</think><answer>b</answer>") == ("a", "b")
+    assert synth.split_reasoning("plain") == (None, None)
+    problems, _ = synth.load_benchmark("livecodebench", str(BENCHMARK_DATA / "livecodebench.jsonl"))
+    system, user = synth.build_prompt(problems[0], "recode")
+    assert "<think>" in system and "<answer>" in system and user.startswith("### Question:")
+    system, user = synth.build_prompt(problems[0], "instruct")
+    assert system == synth.LCB_SYSTEM and "### Format: Read the inputs from stdin" in user
+    functional = next(p for p in problems if p["tests"]["base"]["type"] == "call")
+    assert "class Solution" in synth.build_prompt(functional, "instruct")[1]
+    math_problem = synth.load_benchmark("gsm8k", str(BENCHMARK_DATA / "gsm8k.jsonl"))[0][0]
+    assert "\\boxed" in synth.build_prompt(math_problem, "recode", "math")[0]
+
+def test_solution_from_output_adds_prompt_imports():
+    p = synth.load_benchmark("humaneval", str(BENCHMARK_DATA / "humaneval.jsonl"))[0][0]
+    code = synth.solution_from_output(p, "```python\ndef add(xs: List[int], y: int):\n    return xs\n```", "last_fence")
+    assert code.startswith("from typing import List\n")
+    assert synth.solution_from_output(p, "", "last_fence") == ""                 # empty stays empty (a failed sample)
+
+
+@pytest.mark.parametrize("pred, gold", [
+    ("1,000", "1000"), ("2.50", "2.5"), ("\\frac{1}{2}", "0.5"), ("\\dfrac12", "1/2"), ("-\\frac{3}{4}", "-0.75"),
+    ("18 \\text{ dollars}", "18"), ("1.6 \\mathrm{~cm}", "1.6"), ("4.5 \\times 10^{33}", "4.5e33"),
+    ("x = 5", "5"), ("90^\\circ", "90"), ("50\\%", "50"), ("\\$18", "18"), ("3, 2", "2,3"), ("(1,2]", "(1, 2]"),
+    ("2\\sqrt{3}", "\\sqrt{12}"), ("033", "33"), ("\\boxed{7}", "7"), ("-3", "-3.0"),
+    # fractions and decimals, \\frac / \\dfrac / a/b, signs
+    ("\\frac{-3}{4}", "-0.75"), ("-3/4", "-\\frac34"), ("\\tfrac{3}{4}", "0.75"),
+    ("\\frac{\\sqrt{3}}{2}", "\\frac{1}{2}\\sqrt{3}"),
+    ("\u22127", "-7"), ("\\frac{1}{2}x", "x/2"), ("x^2+1", "1+x^2"),
+    # units, degrees, trailing zeros, thousands separators, dollars
+    ("10 \\text{cm}^2", "10"), ("10\\,\\text{m}", "10"), ("30^{\\circ}", "30"), ("30\u00b0", "30"), ("5.0", "5"),
+    ("2.500", "2.5"), ("1{,}000", "1000"), ("\\$1,000.00", "1000"), ("1,000,000", "10^6"), ("1.5\\times10^{3}", "1500"),
+    # \\text / \\mathbf wrappers, a choice or a number in parentheses (AIME solutions write \\textbf{(55) })
+    ("\\text{(C)}", "C"), ("\\mathbf{127}", "127"), ("\\textbf{(55) }", "055"), ("\\text{Monday}", "Monday"),
+    # tuples, intervals and sets
+    ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\frac{\\pi}{2})"), ("(-\\infty, 3]", "(-\\infty,3]"),
+    ("\\{1,2\\}", "\\{2,1\\}"),
+])
+def test_math_answers_match(pred, gold):
+    assert synth.math_answers_match(pred, gold)
+
+@pytest.mark.parametrize("pred, gold", [
+    ("7", "8"), ("-3", "3"), ("1.6", "1.7"), ("2,3", "2,4"), ("(1,2)", "(1,2]"), (None, "1"), ("", "0"),
+    ("\\sqrt{2}", "1.41"), ("__import__('os').system('true')", "0"),
+    ("100000", "100001"), ("1,2", "12"), ("1,000", "1"), ("2.5", "25"), ("0.33", "\\frac{1}{3}"), ("(1,2)", "(2,1)"),
+    ("\\{1,2\\}", "\\{1,3\\}"), ("x^2+1", "x^2-1"), ("3", "3\\sqrt2"), ("-\\frac{3}{4}", "\\frac{3}{4}"),
+])
+def test_math_answers_differ(pred, gold):
+    assert not synth.math_answers_match(pred, gold)
+
+def test_math_extraction():
+    assert synth.all_boxed("\\boxed{\\frac{1}{2}} and \\fbox{3} and \\boxed 5$") == ["\\frac{1}{2}", "3", "5"]
+    assert synth.extract_math_answer("so \\boxed{a} then \\boxed{\\{1, 2\\}}") == "\\{1, 2\\}"
+    assert synth.extract_math_answer("cut off \\boxed{\\frac{1}{") is None
+    assert synth.extract_math_answer("work\n#### 1,200") == "1,200"
+    assert synth.score_math("<think>2 or 3</think><answer>\\boxed{2} and \\boxed{3}</answer>", "2, 3")
+    assert synth.score_math("the answer is \\boxed{1200}", "1200")
+    assert not synth.score_math("the answer is 1200", "1200")             # no boxed or #### answer: not credited
+    # several boxes: the last one counts (or all of them together, as a list)
+    assert synth.score_math("first \\boxed{3}, then fixed: \\boxed{4}", "4")
+    assert not synth.score_math("first \\boxed{3}, then fixed: \\boxed{4}", "3")
+    assert synth.score_math("<think>maybe \\boxed{1}</think><answer>\\boxed{2}</answer>", "2")  # <answer> wins
+    assert synth.score_math("\\boxed{\\frac{1}{\\sqrt{2}}}", "\\frac{\\sqrt2}{2}")                # nested braces
+    assert synth.score_math("\\boxed{{5}}", "5") and synth.score_math("\\boxed{ 5 }", "5")
+
+
+def test_humaneval_and_mbpp_loaders():
+    he, info = synth.load_benchmark("humaneval", str(BENCHMARK_DATA / "humaneval.jsonl"))
+    assert [p["task_id"] for p in he] == ["HumanEval/0", "HumanEval/1"] and len(info[0]["sha256"]) == 64
+    assert he[0]["tests"]["base"]["program"].rstrip().endswith("check(add)")
+    mbpp, _ = synth.load_benchmark("mbpp", str(BENCHMARK_DATA / "mbpp.jsonl"))
+    assert [p["task_id"] for p in mbpp] == ["Mbpp/11", "Mbpp/12"]       # task 600 is outside the test split
+    program = mbpp[1]["tests"]["base"]["program"]
+    assert program.index("root = Node(1)") < program.index("assert count_nodes(root)")
+
+def test_evalplus_loaders_restore_types_and_pick_oracles():
+    hep = {p["task_id"]: p for p in synth.load_benchmark("humaneval+", str(BENCHMARK_DATA / "humanevalplus.jsonl"))[0]}
+    assert hep["HumanEval/0"]["tests"]["plus"]["cases"][1] == {"args": [[10 ** 20], 1], "expected": [10 ** 20 + 1]}
+    assert hep["HumanEval/0"]["tests"]["base"]["atol"] == 0
+    assert hep["HumanEval/2"]["tests"]["base"]["atol"] == 1e-6          # float outputs get EvalPlus's tolerance
+    assert hep["HumanEval/32"]["tests"]["plus"]["type"] == "assert"     # find_zero: |poly(x)| <= atol
+    mbpp = {p["task_id"]: p for p in synth.load_benchmark("mbpp+", str(BENCHMARK_DATA / "mbppplus.jsonl"))[0]}
+    case = mbpp["Mbpp/106"]["tests"]["base"]["cases"][0]
+    assert case == {"args_py": "[[5, 6, 7], (9, 10)]", "expected": [9, 10, 5, 6, 7]}
+    assert "(3, 4, 5, 6)" in mbpp["Mbpp/2"]["tests"]["base"]["program"]   # tuples restored, set-equality oracle
+    assert "_o is not None" in mbpp["Mbpp/737"]["tests"]["base"]["program"]
+    assert mbpp["Mbpp/404"]["tests"]["plus"]["cases"][0]["args"][0] == math.inf
+
+def test_expected_outputs_are_cached_by_dataset_hash(monkeypatch):
+    synth.load_benchmark("mbpp+", str(BENCHMARK_DATA / "mbppplus.jsonl"))
+    monkeypatch.setattr(synth, "run_jobs", lambda *a, **k: pytest.fail("expected outputs were recorded twice"))
+    problems, _ = synth.load_benchmark("mbpp+", str(BENCHMARK_DATA / "mbppplus.jsonl"))
+    assert len(problems) == 4 and all(p["tests"] and not p["reference_check"] for p in problems)
+
+def test_livecodebench_loader_decodes_and_selects():
+    problems, _ = synth.load_benchmark("livecodebench", str(BENCHMARK_DATA / "livecodebench.jsonl"))
+    by_id = {p["task_id"]: p for p in problems}
+    stdio = by_id["abc001_a"]["tests"]["base"]
+    assert stdio["type"] == "stdio" and len(stdio["cases"]) == 3       # 1 public + 2 compressed private
+    call = by_id["3000"]["tests"]["base"]
+    assert call["fn_name"] == "maxPairSum" and call["cases"][0] == {"args": [[1, 5, 3], 0], "expected": 8}
+    assert {p["difficulty"] for p in problems} == {"easy", "medium", "hard"}
+    window, _ = synth.load_benchmark("livecodebench", str(BENCHMARK_DATA / "livecodebench.jsonl"), start_date="2024-01-01",
+                                 end_date="2024-08-31")
+    assert [p["task_id"] for p in window] == ["abc001_a"]
+    assert synth.lcb_shards("release_v3") == ["test.jsonl", "test2.jsonl", "test3.jsonl"]
+    assert synth.lcb_shards("v2_v3") == ["test2.jsonl", "test3.jsonl"] and synth.lcb_shards("v6") == ["test6.jsonl"]
+    with pytest.raises(SystemExit, match="lcb-version"):
+        synth.lcb_shards("release_v9")
+
+def test_lcb_private_tests_refuse_anything_but_a_string(tmp_path):
+    cases = [{"input": "1\n", "output": "1\n", "testtype": "stdin"}]
+    packed = base64.b64encode(zlib.compress(pickle.dumps(json.dumps(cases)))).decode()
+    assert synth.decode_lcb_tests(packed) == cases
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+    evil = base64.b64encode(zlib.compress(pickle.dumps(Evil()))).decode()
+    with pytest.raises(pickle.UnpicklingError, match="only plain str"):
+        synth.decode_lcb_tests(evil)
+    assert not marker.exists()
+    not_str = base64.b64encode(zlib.compress(pickle.dumps([1, 2]))).decode()
+    with pytest.raises(pickle.UnpicklingError, match="expected a str"):
+        synth.decode_lcb_tests(not_str)
+
+def test_bigcodebench_loader_skips_missing_libraries():
+    problems, _ = synth.load_benchmark("bigcodebench", str(BENCHMARK_DATA / "bigcodebench.jsonl"))
+    ok, missing = problems
+    assert ok["skip"] is None and ok["code_prefix"] == "import math\ndef task_func(r):\n\n    pass\n"
+    assert "surely_not_an_installed_library" in missing["skip"]
+    assert ok["prompt"].startswith(synth.CODE_INSTRUCTION) and "Return the area" in ok["prompt"]
+    complete = synth.load_benchmark("bigcodebench", str(BENCHMARK_DATA / "bigcodebench.jsonl"), split="complete")[0][0]
+    assert '"""' in complete["prompt"]
+
+def test_mbpp_train_and_validation_splits(tmp_path):
+    rows = [{"task_id": t, "text": f"task {t}", "code": "def f():\n    return 1", "test_list": ["assert f() == 1"],
+             "test_setup_code": "", "challenge_test_list": []} for t in (3, 11, 510, 511, 600, 601, 974)]
+    data = tmp_path / "mbpp.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ids = {name: [p["task_id"] for p in synth.load_benchmark(name, str(data))[0]]
+           for name in ("mbpp", "mbpp-train", "mbpp-validation")}
+    assert ids == {"mbpp": ["Mbpp/11", "Mbpp/510"], "mbpp-train": ["Mbpp/601", "Mbpp/974"],
+                   "mbpp-validation": ["Mbpp/511", "Mbpp/600"]}
+    # grpo.py --data mbpp.jsonl --data-benchmark mbpp-train trains on the train split
+    problems = synth.load_problems([str(data)], "mbpp-train")
+    assert [p["task_id"] for p in problems] == ["Mbpp/601", "Mbpp/974"] and {p["task"] for p in problems} == {"code"}
+
+def test_math_loaders_read_gold_answers():
+    gold = {name: [p["answer"] for p in synth.load_benchmark(name, str(BENCHMARK_DATA / f"{name}.jsonl"))[0]]
+            for name in ("gsm8k", "math500", "aime", "minerva")}
+    assert gold == {"gsm8k": ["1200", "5"], "math500": ["\\frac{3}{4}", "2\\sqrt{3}"], "aime": ["24"],
+                    "minerva": ["1.6"]}
+
+def test_download_checks_pinned_sha256(tmp_path):
+    source = synth.SOURCES["humaneval"][0]
+    cached = Path(os.environ["RECODE_CACHE"]) / "data" / "humaneval" / source["url"].rsplit("/", 1)[1]
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"not the real file")
+    with pytest.raises(SystemExit, match="differs from the pinned"):
+        synth.load_benchmark("humaneval")
+
+
+def test_math_problems_in_the_training_format(tmp_path):
+    rows = [{"prompt": "1+1?", "answer": 2, "reference": {"reasoning": "one and one", "answer": "2"}},
+            {"prompt": "2+2?", "answer": "4", "completion": "<think>x</think><answer>\\boxed{4}</answer>"},
+            {"prompt": "add", "tests": {"type": "call", "fn_name": "f", "cases": [{"args": [], "expected": 1}]}}]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    problems = synth.load_problems([str(path)])
+    assert [p["task"] for p in problems] == ["math", "math", "code"] and problems[0]["answer"] == "2"
+    assert synth.completion_target(problems[0]) == synth.format_math_completion("one and one", "2")
+    assert synth.completion_target(problems[1]) == rows[1]["completion"]
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"prompt": "x", "task": "math"}) + "\n")
+    with pytest.raises(SystemExit, match=r"bad.jsonl:1: a math problem needs an 'answer'"):
+        synth.load_problems([str(tmp_path / "bad.jsonl")])
+    (tmp_path / "noref.jsonl").write_text(json.dumps({"prompt": "x", "answer": "1"}) + "\n")
+    with pytest.raises(SystemExit, match=r"noref.jsonl:1: --algo sft needs 'reference' \{reasoning, answer\}"):
+        synth.load_problems([str(tmp_path / "noref.jsonl")], need_reference=True)
 
 
 # -----------------------------------------------------------------------------
