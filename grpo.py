@@ -1306,8 +1306,8 @@ def write_jsonl(path, rows):
 
 def finished(run_dir, steps):
     """The checkpoint of a finished run, or None."""
-    checkpoint = latest_checkpoint(run_dir)
-    return checkpoint if checkpoint and checkpoint.endswith(f"step_{steps:06d}") else None
+    newest = latest_checkpoint(run_dir)
+    return newest if newest and newest.endswith(f"step_{steps:06d}") else None
 
 
 def toy_stage(title, t0):
@@ -1419,11 +1419,11 @@ def toy_rm_accuracy(rm, crpl_heldout):
     return summary["all"]["acc"], summary["all"]["longer_wins"]
 
 
-def toy_evaluate(args, checkpoint, problems, rm, rank, world, device, samples_per_task, temperature):
+def toy_evaluate(args, policy_dir, problems, rm, rank, world, device, samples_per_task, temperature):
     """Held-out completions scored as in training (R_proc of every sample, as ungated): greedy pass@1; and, from
     `samples_per_task` completions each at the training temperature, sampled pass@1 (the mean pass rate, the usual
     unbiased estimate), format rate, mean R_proc and mean reasoning length in tokens: the policy as RL sees it."""
-    _, policy, tokenizer = build_policy(args, checkpoint, device, world, trainable=False)
+    _, policy, tokenizer = build_policy(args, policy_dir, device, world, trainable=False)
     per_rank = -(-len(problems) // world)
     local = problems[rank * per_rank:(rank + 1) * per_rank]
     scored = argparse.Namespace(**dict(vars(args), reward="ungated", proc_all=True))
@@ -1526,16 +1526,16 @@ def toy_world(args):
     eval_args = parse_args(["--prompt-format", "raw", "--max-new-tokens", str(rl["max_new_tokens"]),
                             "--exec-workers", str(default_workers())])
     table = {}
-    for name, checkpoint in policies.items():
-        cache = os.path.join(checkpoint, "toy_eval.json")
+    for name, policy_dir in policies.items():
+        cache = os.path.join(policy_dir, "toy_eval.json")
         if os.path.exists(cache):
             with open(cache) as f:
                 table[name] = json.load(f)
             continue
-        table[name], rows = toy_evaluate(eval_args, checkpoint, heldout, rm, rank, world, device,
+        table[name], rows = toy_evaluate(eval_args, policy_dir, heldout, rm, rank, world, device,
                                          cfg["eval_samples"], rl["temperature"])
         if master:
-            write_jsonl(os.path.join(checkpoint, "toy_eval_samples.jsonl"), rows)
+            write_jsonl(os.path.join(policy_dir, "toy_eval_samples.jsonl"), rows)
             with open(cache, "w") as f:
                 json.dump(table[name], f)
         barrier()

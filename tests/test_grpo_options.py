@@ -20,27 +20,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-import grpo
+import grpo  # noqa: E402
 import synth  # noqa: E402
-from synth import Sample, generate, tiny_model, train_tiny_tokenizer  # noqa: E402
-from test_grpo import (CORPUS, even_outcome, metrics, per_prompt_generate, register_even_task, run_args,  # noqa: E402
+from synth import Sample, generate  # noqa: E402
+from test_grpo import (even_outcome, metrics, per_prompt_generate, register_even_task, run_args,  # noqa: E402
                        scripted_generate, weights, write_jsonl)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny")
-    tokenizer = train_tiny_tokenizer(CORPUS, vocab_size=300)
-    tiny_model(tokenizer, seed=0).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
-
-
-@pytest.fixture
-def even_data(tmp_path):
-    register_even_task()
-    return write_jsonl(tmp_path / "even.jsonl", [{"task_id": f"e{i}", "prompt": f"say something {i}", "task": "even"}
-                                                 for i in range(4)])
 
 
 # ---------------------------------------------------------------------------------------------------------------
