@@ -974,25 +974,32 @@ class RewardStream:
 
 def dynamic_sampling(args, policy, tokenizer, problems, step, seed, rank, world, device, reward_model):
     """--dynamic-sampling (DAPO): the step's groups whose rewards are all equal (no gradient) are dropped, and
-    more groups are sampled (from problems drawn for this step and round, so a resumed run draws the same ones)
-    until batch/G groups with spread are found or --dynamic-sampling-rounds extra rounds are spent; a batch still
-    short is filled with equal-reward groups, in the order they came. The batch is then dealt to the ranks as a
-    plain step's is, so that everything after sampling is unchanged. Returns sample_and_score's values for this
-    rank's share, and metrics: frac_reward_zero_std* over every group sampled, before filtering."""
+    more groups are sampled, as DAPO takes further prompts from its data loader: problems not yet drawn in this
+    step, in an order seeded by (seed, step, round) so that a resumed run draws the same ones, then drawn ones
+    again once none is left. That goes on until batch/G groups with spread are found or --dynamic-sampling-rounds
+    extra rounds are spent; a batch still short is filled with equal-reward groups, in the order they came. Every
+    decision is taken on all ranks' rewards, so the ranks run the same rounds. The batch is then dealt to the ranks
+    as a plain step's is, so that everything after sampling is unchanged. Returns sample_and_score's values for
+    this rank's share, and metrics: frac_reward_zero_std* over every group sampled, before filtering."""
     G, per_step = args.group_size, args.batch_size // args.group_size
     per_rank = per_step // world
     spread, equal, mine, tables = [], [], {}, []  # group keys (round, rank, index), in the order generated
-    gen_time = reward_time = 0.0
+    drawn_in_step, gen_time, reward_time = [], 0.0, 0.0  # problem indices of every rank, every round
     for extra in range(args.dynamic_sampling_rounds + 1):
         if extra == 0:
             count = per_rank
-            indices = step_problems(len(problems), per_step, step, args.seed)[rank * per_rank:(rank + 1) * per_rank]
+            drawn = step_problems(len(problems), per_step, step, args.seed)
         else:  # about as many groups as the share with spread so far says are needed, at most a full batch
             keep_rate = len(spread) / (len(spread) + len(equal))
             count = per_rank if not spread else min(per_rank, math.ceil((per_step - len(spread)) / keep_rate / world))
-            drawn = np.random.default_rng([args.seed, step, extra]).choice(len(problems), count * world,
-                                                                           replace=count * world > len(problems))
-            indices = drawn.tolist()[rank * count:(rank + 1) * count]
+            rng = np.random.default_rng([args.seed, step, extra])
+            fresh = np.setdiff1d(np.arange(len(problems)), drawn_in_step)
+            stream = fresh[rng.permutation(len(fresh))].tolist()
+            while len(stream) < count * world:
+                stream += rng.permutation(len(problems)).tolist()
+            drawn = stream[:count * world]
+        drawn_in_step += drawn
+        indices = drawn[rank * count:(rank + 1) * count]
         samples, _, parts, t_gen, t_reward = sample_and_score(args, policy, tokenizer, [problems[i] for i in indices],
                                                               G, seed + (extra << 40), reward_model)
         gen_time, reward_time = gen_time + t_gen, reward_time + t_reward
@@ -1290,8 +1297,8 @@ def write_jsonl(path, rows):
 
 def finished(run_dir, steps):
     """The checkpoint of a finished run, or None."""
-    checkpoint = latest_checkpoint(run_dir)
-    return checkpoint if checkpoint and checkpoint.endswith(f"step_{steps:06d}") else None
+    newest = latest_checkpoint(run_dir)
+    return newest if newest and newest.endswith(f"step_{steps:06d}") else None
 
 
 def toy_stage(title, t0):
@@ -1400,11 +1407,11 @@ def toy_rm_accuracy(rm, crpl_heldout):
     return summary["all"]["acc"], summary["all"]["longer_wins"]
 
 
-def toy_evaluate(args, checkpoint, problems, rm, rank, world, device, samples_per_task, temperature):
+def toy_evaluate(args, policy_dir, problems, rm, rank, world, device, samples_per_task, temperature):
     """Held-out completions scored as in training (R_proc of every sample, as ungated): greedy pass@1; and, from
     `samples_per_task` completions each at the training temperature, sampled pass@1 (the mean pass rate, the usual
     unbiased estimate), format rate, mean R_proc and mean reasoning length in tokens: the policy as RL sees it."""
-    _, policy, tokenizer = build_policy(args, checkpoint, device, world, trainable=False)
+    _, policy, tokenizer = build_policy(args, policy_dir, device, world, trainable=False)
     per_rank = -(-len(problems) // world)
     local = problems[rank * per_rank:(rank + 1) * per_rank]
     scored = argparse.Namespace(**dict(vars(args), reward="ungated", proc_all=True))
@@ -1488,6 +1495,8 @@ def toy_world(args):
                "--temperature", str(rl["temperature"]), "--lr", str(rl["lr"]),
                "--warmup-steps", str(rl["warmup_steps"]), "--eval-data", paths["heldout"],
                "--eval-every", str(rl["eval_every"]), "--dump-every", "1", "--proc-all"] + common
+    # the same rewards either way, so not one of the toy settings: a finished run is reused whatever this flag says
+    rl_argv += ["--overlap-rewards"] if args.overlap_rewards else []
     policies, runs = {"warm start (SFT)": warm}, {}
     for k, (name, mode) in enumerate(TOY_RUNS.items()):
         toy_stage(f"5/6 GRPO run {k + 1}/3: {name} (--reward {mode}), from the warm start", t0)
@@ -1539,8 +1548,9 @@ def toy_table(cfg, policies, heldout, rm, rank, world, device):
                                          cfg["eval_samples"], rl["temperature"])
         if rank == 0:
             write_jsonl(os.path.join(policy_dir, "toy_eval_samples.jsonl"), rows)
-            with open(cache, "w") as f:
+            with open(cache + ".tmp", "w") as f:  # renamed into place: a kill never leaves half a cache
                 json.dump(table[name], f)
+            os.replace(cache + ".tmp", cache)
         barrier()
     return table
 

@@ -5,6 +5,7 @@ step (split into generation, reward and update), tokens per second and the peak 
 
     python bench/gpu_check.py                          # Qwen2.5-1.5B's shape, 64 completions of up to 512 tokens
     python bench/gpu_check.py --shape tiny --device cpu --max-new-tokens 32 --steps 2   # the same plumbing on CPU
+    python bench/gpu_check.py --grpo-args="--overlap-rewards --rollout-is token_truncate"   # with grpo.py's options
 
 It writes a work folder (--work, default a temporary one): a tokenizer trained on synth.py's toy tasks, the random
 policy and reward model saved in Hugging Face layout, the toy tasks as training data; then it runs
@@ -17,6 +18,7 @@ completion passes and almost every one runs to --max-new-tokens: the timings are
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -49,6 +51,8 @@ p.add_argument("--max-new-tokens", type=int, default=512)
 p.add_argument("--steps", type=int, default=3, help="steps per run; the first one is the warm-up")
 p.add_argument("--runs", nargs="+", default=["fsdp:gated", "ddp:outcome"], help="PARALLEL:REWARD pairs")
 p.add_argument("--work", default=None, help="work folder (default: a temporary one)")
+p.add_argument("--grpo-args", default="", help="more grpo.py flags for every run, as one string; write it "
+                                               "--grpo-args=\"--overlap-rewards ...\" (with '=': it starts with --)")
 args = p.parse_args()
 print(vars(args))
 if args.device == "cuda" and not torch.cuda.is_available():
@@ -90,6 +94,7 @@ for run in args.runs:
            "--prompt-format", "raw", "--lr", "1e-6", "--out", str(out)] + (["--proc-all"] if mode != "outcome" else [])
     if args.device == "cpu":
         cmd += ["--precision", "fp32"]
+    cmd += shlex.split(args.grpo_args)
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="0" if args.device == "cuda" else "")
     print("\n$ " + " ".join(cmd), flush=True)
     t0 = time.perf_counter()

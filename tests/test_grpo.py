@@ -25,24 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import grpo  # noqa: E402
 import synth  # noqa: E402
-from synth import Sample, generate, tiny_model, train_tiny_tokenizer  # noqa: E402
+from synth import Sample, generate  # noqa: E402
 
-CORPUS = ["<think>\nadd the two numbers\n</think>\n<answer>\n```python\ndef add(a, b):\n    return a + b\n```\n</answer>",
-          "Write a function add(a, b) that returns the sum of a and b.", "say something nice"] * 30
 REFERENCE = {"reasoning": "add the two numbers", "code": "def add(a, b):\n    return a + b"}
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Fixtures: a tiny model directory and problem files
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny")
-    tokenizer = train_tiny_tokenizer(CORPUS, vocab_size=300)
-    tiny_model(tokenizer, seed=0).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
+# Helpers: problem files, stand-in tasks and engines (the fixtures model_dir and even_data are in conftest.py)
 
 
 def write_jsonl(path, rows):
@@ -68,13 +57,6 @@ def per_prompt_generate(model, tokenizer, prompts, n=1, seed=0, **kwargs):
 
 def register_even_task():
     grpo.TASKS["even"] = dict(format=lambda text: 0.0, outcome=even_outcome)
-
-
-@pytest.fixture
-def even_data(tmp_path):
-    register_even_task()
-    return write_jsonl(tmp_path / "even.jsonl", [{"task_id": f"e{i}", "prompt": f"say something {i}", "task": "even"}
-                                                 for i in range(4)])
 
 
 def run_args(model_dir, data, out, *extra):

@@ -9,7 +9,9 @@ CPU, tiny random models, no downloads.
 
 import json
 import math
+import os
 import random
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,27 +22,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-import grpo
+import grpo  # noqa: E402
 import synth  # noqa: E402
-from synth import Sample, generate, tiny_model, train_tiny_tokenizer  # noqa: E402
-from test_grpo import (CORPUS, even_outcome, metrics, per_prompt_generate, register_even_task, run_args,  # noqa: E402
-                       scripted_generate, weights, write_jsonl)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny")
-    tokenizer = train_tiny_tokenizer(CORPUS, vocab_size=300)
-    tiny_model(tokenizer, seed=0).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
-
-
-@pytest.fixture
-def even_data(tmp_path):
-    register_even_task()
-    return write_jsonl(tmp_path / "even.jsonl", [{"task_id": f"e{i}", "prompt": f"say something {i}", "task": "even"}
-                                                 for i in range(4)])
+from synth import Sample, generate  # noqa: E402
+from test_grpo import (even_outcome, metrics, per_prompt_generate, register_even_task, run_args,  # noqa: E402
+                       scripted_generate, trl_reference_loss, weights, write_jsonl)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -73,25 +59,37 @@ def test_rollout_is_weights_match_trl(mode):
     assert torch.equal(grpo.rollout_is_weights(train[keep], train[keep], index, mode, 1.5), torch.ones(len(index)))
 
 
-def test_first_on_policy_update_is_exact_in_fp32(model_dir, even_data, tmp_path, monkeypatch):
-    """slime's invariant: in fp32 the first (here the only) update on a batch has ratio exactly 1 and nothing
-    clipped, and the engine's log-probs equal the trainer's to rounding (logged gap < 1e-5)."""
-    ratios, corrections = [], []
-    real_loss = grpo.per_token_loss
+@pytest.fixture
+def loss_calls(monkeypatch):
+    """Every per_token_loss call of the runs in a test, in order: (PPO ratio, --rollout-is weights or None)."""
+    calls, real_loss = [], grpo.per_token_loss
 
     def recording_loss(*args):
         loss, ratio, kl = real_loss(*args)
-        ratios.append(ratio.detach().clone())
-        corrections.append(args[-1])
+        calls.append((ratio.detach().clone(), args[-1]))
         return loss, ratio, kl
 
     monkeypatch.setattr(grpo, "per_token_loss", recording_loss)
+    return calls
+
+
+def first_and_second_updates(calls, steps):
+    """With --num-iterations 2 and one micro-batch a step: the calls of each step's first and second update."""
+    assert len(calls) == 2 * steps
+    return calls[0::2], calls[1::2]
+
+
+def test_first_on_policy_update_is_exact_in_fp32(model_dir, even_data, tmp_path, loss_calls):
+    """slime's invariant: in fp32 the first update on a batch has ratio exactly 1 and nothing clipped (the sampling
+    policy's log-probs come from their own forward: two updates per batch), and the engine's log-probs equal the
+    trainer's to rounding (logged gap < 1e-5)."""
     grpo.train(run_args(model_dir, even_data, tmp_path / "fp32", "--batch-size", 16, "--group-size", 4, "--steps", 2,
-                        "--max-new-tokens", 16, "--lr", 1e-2, "--rollout-is", "sequence_mask"))
-    assert ratios and all(torch.equal(r, torch.ones_like(r)) for r in ratios)
-    assert all(c is not None for c in corrections)
+                        "--max-new-tokens", 16, "--lr", 1e-2, "--num-iterations", 2, "--rollout-is", "sequence_mask"))
+    first, second = first_and_second_updates(loss_calls, 2)
+    assert all(torch.equal(ratio, torch.ones_like(ratio)) for ratio, _ in first)
+    assert all(not torch.equal(ratio, torch.ones_like(ratio)) for ratio, _ in second)  # the weights did move
+    assert all(weights is not None and (weights - 1).abs().max() < 1e-4 for _, weights in loss_calls)
     for m in metrics(tmp_path / "fp32"):
-        assert m["clip_region"] == 0 and m["clip_low"] == 0 and m["clip_high"] == 0
         assert 0 <= m["sampling/sampling_logp_difference/mean"] <= m["sampling/sampling_logp_difference/max"] < 1e-5
         assert abs(m["sampling/importance_sampling_ratio/min"] - 1) < 1e-4
         assert abs(m["sampling/importance_sampling_ratio/max"] - 1) < 1e-4
@@ -130,18 +128,21 @@ def test_correction_changes_nothing_when_the_gap_is_zero(model_dir, tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(plain, grpo.build_policy(args, model_dir, torch.device("cpu"), 1)[1].parameters()))
 
 
-def test_bf16_gap_is_logged_and_the_correction_applies(model_dir, even_data, tmp_path):
+def test_bf16_gap_is_logged_and_the_correction_applies(model_dir, even_data, tmp_path, loss_calls):
     common = ["--batch-size", 16, "--group-size", 4, "--steps", 1, "--max-new-tokens", 16, "--lr", 1e-2,
-              "--precision", "bf16"]
+              "--precision", "bf16", "--num-iterations", 2]
     runs = {"off": [], "token_mask": ["--rollout-is", "token_mask", "--rollout-is-cap", 1.0005],
             "sequence_truncate": ["--rollout-is", "sequence_truncate", "--rollout-is-cap", 1.0]}
     for name, extra in runs.items():
         grpo.train(run_args(model_dir, even_data, tmp_path / name, *common, *extra))
+    first, _ = first_and_second_updates(loss_calls, len(runs))
+    # under autocast too, the first update's ratio is exactly 1: the trainer's two forwards agree to the bit
+    assert all(torch.equal(ratio, torch.ones_like(ratio)) for ratio, _ in first)
+    assert first[0][1] is None and all(weights is not None for _, weights in first[1:])
     logged = {name: metrics(tmp_path / name)[0] for name in runs}
     for m in logged.values():  # the same samples, the same gap: clearly above fp32's rounding
         assert m["sampling/sampling_logp_difference/mean"] == logged["off"]["sampling/sampling_logp_difference/mean"]
         assert m["sampling/sampling_logp_difference/mean"] > 1e-5
-        assert m["clip_region"] == 0  # the PPO ratio of the first update is still exactly 1
     assert "sampling/importance_sampling_ratio/mean" not in logged["off"]
     assert logged["token_mask"]["sampling/importance_sampling_ratio/min"] == 0  # some tokens masked ...
     assert logged["token_mask"]["sampling/importance_sampling_ratio/max"] > 0.99  # ... not all
@@ -151,6 +152,49 @@ def test_bf16_gap_is_logged_and_the_correction_applies(model_dir, even_data, tmp
     for name in ("token_mask", "sequence_truncate"):
         corrected = weights(tmp_path / name / "step_000001")
         assert max((plain[k] - corrected[k]).abs().max().item() for k in plain) > 1e-6, name
+
+
+def test_every_option_off_the_update_is_trls(model_dir, tmp_path):
+    """With the defaults (every option of this file off) one optimize() call moves the weights by exactly the
+    gradient of TRL 1.16's loss (test_grpo.trl_reference_loss) on the same inputs, although the engine's log-probs
+    differ from the trainer's: the gap is measured, not corrected. SGD at lr 1, so the step is the gradient."""
+    defaults = grpo.parse_args([])
+    assert (defaults.rollout_is, defaults.dynamic_sampling, defaults.overlong_buffer, defaults.overlap_rewards) == \
+        (None, False, 0, False)
+    g = torch.Generator().manual_seed(2)
+    ids = lambda n: torch.randint(0, 300, (n,), generator=g).tolist()
+    prompts = [ids(3), ids(3)]
+    lengths, advantages = [6, 3, 5, 2], [1.0, -0.5, 0.3, -0.8]
+    seqs = [dict(ids=prompts[k % 2] + ids(n), n_prompt=3, advantage=a, n_tokens=n,
+                 engine_logps=(-torch.rand(n, generator=g) * 4).tolist()) for k, (n, a) in enumerate(zip(lengths, advantages))]
+    for loss_type in ("dapo", "grpo"):
+        args = run_args(model_dir, "unused.jsonl", tmp_path, "--precision", "fp32", "--no-grad-ckpt",
+                        "--max-grad-norm", 0, "--loss-type", loss_type)
+        for s, w in zip(seqs, grpo.sequence_weights(loss_type, lengths, len(seqs), sum(lengths), args.max_new_tokens)):
+            s["weight"] = w
+        module, policy, _ = grpo.build_policy(args, model_dir, torch.device("cpu"), world=1)
+        start = [p.detach().clone() for p in policy.parameters()]
+        optimizer = torch.optim.SGD(policy.parameters(), lr=1.0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+        stats, _ = grpo.optimize(args, module, policy, None, optimizer, scheduler, seqs, 0, torch.device("cpu"), 1)
+        assert stats["logp_diff_max"] > 0.1
+        ours = [a - p.detach() for a, p in zip(start, policy.parameters())]
+
+        # TRL: padded (rows, width) log-probs of the completions from the model's own forward, on-policy
+        _, policy, _ = grpo.build_policy(args, model_dir, torch.device("cpu"), world=1)
+        width = max(lengths)
+        lp = torch.zeros(len(seqs), width)
+        mask = (torch.arange(width)[None] < torch.tensor(lengths)[:, None]).float()
+        for row, s in enumerate(seqs):
+            logits = policy.lm(torch.tensor([s["ids"]])).logits[0, s["n_prompt"] - 1:-1] / args.temperature
+            target = torch.tensor(s["ids"][s["n_prompt"]:])
+            lp[row, :len(target)] = logits.log_softmax(-1).gather(-1, target[:, None])[:, 0]
+        loss = trl_reference_loss(lp, lp.detach(), None, mask, torch.tensor(advantages), loss_type, args.epsilon,
+                                  args.epsilon_high, 0.0, args.max_new_tokens, n_gen=mask.sum())
+        loss.backward()
+        for step, p in zip(ours, policy.parameters()):
+            torch.testing.assert_close(step, p.grad, atol=1e-6, rtol=1e-4)
+        assert max(step.abs().max().item() for step in ours) > 1e-4, loss_type
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -196,8 +240,12 @@ def flat_or_even_outcome(args, problems, samples):
     return [1.0 if p.get("flat") else even for p, even in zip(problems, even_outcome(args, problems, samples))]
 
 
-def flat_or_even_data(path, n, flat):
+def register_flat_or_even_task():
     grpo.TASKS["flat_or_even"] = dict(format=lambda text: 0.0, outcome=flat_or_even_outcome)
+
+
+def flat_or_even_data(path, n, flat):
+    register_flat_or_even_task()
     return write_jsonl(path, [{"task_id": f"p{i}", "prompt": f"say something {i}", "task": "flat_or_even",
                                "flat": i in flat} for i in range(n)])
 
@@ -258,6 +306,69 @@ def test_dynamic_sampling_fills_a_batch_still_short_after_its_rounds(model_dir, 
     m = metrics(tmp_path / "run")[0]
     assert m["dynamic_sampling/extra_rounds"] == 2 and m["dynamic_sampling/groups_filled"] == 2
     assert m["dynamic_sampling/groups_sampled"] == 6 and m["frac_reward_zero_std"] == 1.0
+
+
+def test_dynamic_sampling_without_equal_groups_is_the_plain_step(model_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(grpo, "generate", per_prompt_generate)
+    data = flat_or_even_data(tmp_path / "data.jsonl", 4, flat=())
+    common = ["--batch-size", 16, "--group-size", 4, "--steps", 1, "--lr", 1e-3, "--dump-every", 1]
+    for name, extra in (("plain", []), ("dynamic", ["--dynamic-sampling"])):
+        grpo.train(run_args(model_dir, data, tmp_path / name, *common, *extra))
+    m = metrics(tmp_path / "dynamic")[0]
+    assert m["dynamic_sampling/extra_rounds"] == 0 and m["dynamic_sampling/groups_equal"] == 0
+    a, b = [[json.loads(line) for line in open(tmp_path / name / "samples" / "step_000000.jsonl")]
+            for name in ("plain", "dynamic")]
+    assert a == b
+    a, b = weights(tmp_path / "plain" / "step_000001"), weights(tmp_path / "dynamic" / "step_000001")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def dynamic_rank_runs(model_dir, data_dir, out):
+    """Runs that 1 and 2 ranks must agree on. spread: in step 0, rank 0's two groups have no spread and rank 1's
+    both do (a rank deciding on its own rewards would stop while the other samples more: a hang), one extra round
+    fills the batch; step 1 needs none. filled: nothing has spread, the batch is filled after two extra rounds.
+    Each round draws a number of groups that splits evenly over 1 and 2 ranks, so 2 ranks draw what 1 rank does."""
+    common = ["--group-size", 4, "--lr", 1e-3, "--dump-every", 1, "--dynamic-sampling", "--no-grad-ckpt"]
+    return {"spread": run_args(model_dir, str(Path(data_dir) / "spread.jsonl"), Path(out) / "spread", "--batch-size", 16,
+                               "--steps", 2, *common),
+            "filled": run_args(model_dir, str(Path(data_dir) / "filled.jsonl"), Path(out) / "filled", "--batch-size", 8,
+                               "--steps", 1, "--dynamic-sampling-rounds", 2, *common)}
+
+
+def count_rounds(calls, real=grpo.sample_and_score):
+    """grpo.sample_and_score, counting its calls (one per round) into `calls`."""
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+    return counted
+
+
+def test_dynamic_sampling_on_two_ranks_equals_one(model_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(grpo, "generate", per_prompt_generate)
+    flat_or_even_data(tmp_path / "spread.jsonl", 8, flat=grpo.step_problems(8, 4, 0, 0)[:2])
+    flat_or_even_data(tmp_path / "filled.jsonl", 6, flat=range(6))
+    rounds = {}
+    for name, args in dynamic_rank_runs(model_dir, tmp_path, tmp_path / "one").items():
+        monkeypatch.setattr(grpo, "sample_and_score", count_rounds(rounds.setdefault(name, [])))
+        grpo.train(args)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           __file__, model_dir, str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name, steps, extra_rounds in (("spread", 2, [1, 0]), ("filled", 1, [2])):
+        one, two = metrics(tmp_path / "one" / name), metrics(tmp_path / "two" / name)
+        assert [m["dynamic_sampling/extra_rounds"] for m in one] == extra_rounds
+        assert len(rounds[name]) == sum(extra_rounds) + steps
+        for rank in (0, 1):  # every rank ran every round
+            assert json.loads((tmp_path / "two" / name / f"rounds_rank{rank}.json").read_text()) == len(rounds[name])
+        keys = [k for k in one[0] if k.startswith(("dynamic_sampling/", "frac_reward_zero_std"))] + ["reward", "reward_std"]
+        assert [[m[k] for k in keys] for m in one] == [[m[k] for k in keys] for m in two]
+        for step in range(steps):  # the same groups, samples, rewards and advantages, in the same order
+            a, b = [[json.loads(line) for line in open(tmp_path / run / name / "samples" / f"step_{step:06d}.jsonl")]
+                    for run in ("one", "two")]
+            assert len(a) == int(dynamic_rank_runs(model_dir, tmp_path, tmp_path)[name].batch_size) and a == b
+        a, b = weights(tmp_path / "one" / name / f"step_{steps:06d}"), weights(tmp_path / "two" / name / f"step_{steps:06d}")
+        assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5  # DDP's sums in another order: ~1e-6
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -335,3 +446,15 @@ def test_overlapped_run_gives_the_same_rewards_and_update(model_dir, tmp_path, m
         [[m[k] for k in keys] for m in metrics(tmp_path / "overlapped")]
     a, b = weights(tmp_path / "sequential" / "step_000002"), weights(tmp_path / "overlapped" / "step_000002")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+if __name__ == "__main__":  # the 2-rank side of test_dynamic_sampling_on_two_ranks_equals_one, under torchrun
+    model_path, data_dir = sys.argv[1:3]
+    register_flat_or_even_task()
+    grpo.generate = per_prompt_generate
+    for name, args in dynamic_rank_runs(model_path, data_dir, Path(data_dir) / "two").items():
+        calls = []
+        grpo.sample_and_score = count_rounds(calls)
+        grpo.train(args)
+        (Path(args.out) / f"rounds_rank{torch.distributed.get_rank()}.json").write_text(json.dumps(len(calls)))
+    torch.distributed.destroy_process_group()
