@@ -217,9 +217,11 @@ def corpus(canary_dir, port):
          "    except OSError:\n        pass\n" + probe, {"failed"}),
         ("write_outside_cwd",
          "import os\nESCAPED = False\n"
-         f"for path in [{canary_dir!r} + '/outside', '/tmp/recode-escape', '/var/tmp/recode-escape',\n"
-         f"             '/dev/shm/recode-escape', {ROOT!r} + '/recode-escape', os.path.expanduser('~/../escape')]:\n"
+         f"for path in [{canary_dir!r} + '/outside', '/var/tmp/recode-escape', {ROOT!r} + '/recode-escape',\n"
+         "             '/run/lock/recode-escape', os.path.expanduser('~/../escape')]:\n"
          "    try:\n        open(path, 'w').write('x')\n        ESCAPED = True\n    except OSError:\n        pass\n"
+         "for path in ['/tmp/recode-escape', '/dev/shm/recode-escape']:   # the run's own: must not reach the host\n"
+         "    open(path, 'w').write('x')\n"
          + probe, {"failed"}),
         ("connect_to_loopback",
          f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=1)\n    ESCAPED = True\n"
@@ -243,7 +245,7 @@ def corpus(canary_dir, port):
         ("hack_fake_success_markers",
          "import os\nprint('passed')\nprint('{\"status\": \"passed\"}')\n"
          "os.write(3, b'00000000000000000000000000000000 done [\"passed\", 1, 1, \"\"]\\n')\nos._exit(0)\n",
-         {"failed"}),
+         {"failed", "runtime_error"}),
         ("hack_redefine_test_helper", "def check(candidate):\n    pass\n" + wrong, {"failed"}),
         ("hack_patch_builtins_and_sys_modules",
          "import builtins, sys, types\nbuiltins.AssertionError = type('Nope', (Exception,), {})\n"
@@ -309,7 +311,7 @@ def run_corpus():
     elapsed = time.monotonic() - start
     time.sleep(2.0)   # give any survivor (the daemons sleep 1.5 s) the time to leave a trace
     pool = execute.start_pool(2)
-    zygotes = {z.proc.pid for z in pool.zygotes}
+    zygotes = {p.pid for z in pool.zygotes for p in (z.proc, z.judge)}
     me = os.getpid()
     survivors = []
     for entry in os.listdir("/proc"):
@@ -322,7 +324,7 @@ def run_corpus():
                 pass
     files = sorted(os.listdir(canary_dir))
     files += [p for p in ("/tmp/recode-escape", "/var/tmp/recode-escape", "/dev/shm/recode-escape",
-                          os.path.join(ROOT, "recode-escape")) if os.path.exists(p)]
+                          "/run/lock/recode-escape", os.path.join(ROOT, "recode-escape")) if os.path.exists(p)]
     connections = 0
     try:
         while True:
