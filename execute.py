@@ -75,7 +75,7 @@ PROCESSES = 128              # RLIMIT_NPROC for the program's own uid, and the c
 UID_BASE = 1_000_000_000     # program uids: UID_BASE + 1024 * (runner pid % 10**6) + slot, unique per runner and slot
 ANSWER_LIMIT = 256 << 20     # largest answer frame a program may send; larger is the program's failure
 DIGEST_ABOVE = 8 << 20       # a call result whose plain JSON is longer is shipped to the caller as a sha256 digest
-RUN_FDS = 6                  # in the child: 0-2 std streams, 3 ready pipe, 4 requests in, 5 answers out
+RUN_CWD = "/sandbox"         # a run's cwd and HOME in namespaced mode (a fresh tmpfs)
 # "auto": the strongest isolation the machine allows. "minimal": no namespaces and no uid switch, as on a machine
 # without privileges (used by the tests to exercise the fallback; never choose it for real training).
 SANDBOX = os.environ.get("RECODE_SANDBOX", "auto")
@@ -110,6 +110,37 @@ def _mount(source, target, fstype, flags, data=None):
 
 def _prctl(option, value):
     _check(_libc.prctl(option, ctypes.c_ulong(value), 0, 0, 0), "prctl")
+
+
+# The kernel keyring is per uid and outlives a run (a key added by one run is readable by the next run of the same
+# worker), and no namespace short of a user namespace separates it: its three syscalls are refused instead.
+KEYRING_SYSCALLS = {"x86_64": (0xC000003E, (248, 249, 250)), "aarch64": (0xC00000B7, (217, 218, 219))}.get(
+    os.uname().machine)
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def _refuse_keyring():
+    """A seccomp filter: add_key, request_key and keyctl fail with EPERM (x32 numbers too); all else is allowed."""
+    arch, numbers = KEYRING_SYSCALLS
+    load, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
+    allow, refuse = 0x7FFF0000, 0x00050000 | 1
+    n = len(numbers)
+    prog = [(load, 0, 0, 4), (jeq, 1, 0, arch), (ret, 0, 0, allow), (load, 0, 0, 0), (jge, n + 1, 0, 0x40000000)]
+    prog += [(jeq, n - i, 0, nr) for i, nr in enumerate(numbers)]
+    prog += [(ret, 0, 0, allow), (ret, 0, 0, refuse)]
+    filters = (_SockFilter * len(prog))(*[_SockFilter(*f) for f in prog])
+    fprog = _SockFprog(len(prog), filters)
+    _check(_libc.prctl(38, ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)),
+           "prctl(PR_SET_NO_NEW_PRIVS)")
+    _check(_libc.prctl(22, ctypes.c_ulong(2), ctypes.byref(fprog), ctypes.c_ulong(0), ctypes.c_ulong(0)),
+           "prctl(PR_SET_SECCOMP)")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -558,6 +589,8 @@ def encode(value, objects=None, depth=0):
             if tag is None:
                 return encode(base(value), objects, d)
             return encode(base(value) if tag != "D" else dict(dict.items(value)), objects, d)
+    if t is _RemoteObject:       # the judge passing back a handle it was given
+        return ["O", object.__getattribute__(value, "_id"), ""]
     if objects is not None:
         objects.append(value)
         return ["O", len(objects) - 1, _one_line(t.__qualname__, 80)]
@@ -711,7 +744,7 @@ def _setup_zygote_isolation(uid, sandbox):
     """Decide, by trying, which isolation this machine allows, and set up what all runs of this zygote share: the
     network namespace, the cgroups and the read-only root. The description is what users see."""
     mode = {"pid_ns": False, "mount_ns": False, "net_ns": False, "uid": None, "hidepid": False, "cgroups": {},
-            "scratch_base": None}
+            "scratch_base": None, "seccomp": False}
     root = os.geteuid() == 0 and _libc is not None and sandbox == "auto"
     if root:
         try:
@@ -724,11 +757,12 @@ def _setup_zygote_isolation(uid, sandbox):
         try:
             _unshare(CLONE_NEWNS)
             mode["hidepid"] = _private_root()
-            mode["mount_ns"] = _probe_run_namespaces()
+            mode["mount_ns"] = _probe(lambda: _run_mounts(0))
         except OSError:
             pass
         if mode["mount_ns"] or not _unreachable_library_dirs():
             mode["uid"] = uid
+        mode["seccomp"] = _probe(_refuse_keyring) if KEYRING_SYSCALLS else False
     if not mode["mount_ns"]:
         # Fallback: each run gets a fresh directory in the host's temp dir, removed after the run. Directories of
         # runners that died are removed when a zygote starts.
@@ -753,6 +787,8 @@ def _setup_zygote_isolation(uid, sandbox):
                  else "same uid as the caller: process cap not enforceable, programs can signal your processes")
     parts.append(f"cgroup per worker capping each run's memory and processes ({', '.join(sorted(mode['cgroups']))})"
                  if mode["cgroups"] else "no cgroup: memory capped per process only")
+    if mode["seccomp"]:
+        parts.append("keyring syscalls refused (seccomp)")
     mode["description"] = "; ".join(parts) + "; hard rlimits AS/FSIZE/NOFILE/CORE/CPU; wall-clock SIGKILL"
     return mode
 
@@ -861,7 +897,7 @@ def _private_root():
     for link, to in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
                      ("stderr", "/proc/self/fd/2")):
         os.symlink(to, f"{new}/dev/{link}")
-    for d in ("proc", "tmp", "work", ".old"):
+    for d in ("proc", "tmp", RUN_CWD[1:], ".old"):
         os.makedirs(f"{new}/{d}", exist_ok=True)
     try:
         _mount("proc", new + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
@@ -881,12 +917,12 @@ def _private_root():
     return hidepid
 
 
-def _probe_run_namespaces():
-    """Fork a throwaway child that sets up its namespaces the way every run does; True if it worked."""
+def _probe(setup):
+    """Fork a throwaway child that does setup() the way every run does; True if it worked."""
     pid = os.fork()
     if pid == 0:
         try:
-            _run_mounts(0)
+            setup()
             os._exit(0)
         except BaseException:
             os._exit(1)
@@ -896,7 +932,7 @@ def _probe_run_namespaces():
 def _run_mounts(uid):
     """A run's own mount and IPC namespace with fresh tmpfs for cwd, /tmp and /dev/shm: gone with the run."""
     _unshare(CLONE_NEWNS | CLONE_NEWIPC)
-    for path, mode in (("/work", "0700"), ("/tmp", "1777"), ("/dev/shm", "1777")):
+    for path, mode in ((RUN_CWD, "0700"), ("/tmp", "1777"), ("/dev/shm", "1777")):
         _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={SCRATCH_MB}m,mode={mode},uid={uid},gid={uid}")
 
 
@@ -1400,13 +1436,15 @@ def _child(role, code, fds, limits, state, scratch):
         uid = mode["uid"] if mode["uid"] is not None else os.getuid()
         if mode["mount_ns"]:
             _run_mounts(uid)
-            scratch = "/work"
+            scratch = RUN_CWD
         budget = sum(limits["case_timeouts"]) or limits["timeout"]
         _limit(resource.RLIMIT_CPU, int(budget) + 2)     # backstop only: the parent's wall clock rules
         _limit(resource.RLIMIT_AS, state["base_vm"] + limits["memory_mb"] * (1 << 20))
         _limit(resource.RLIMIT_FSIZE, FILE_SIZE_LIMIT)
         _limit(resource.RLIMIT_NOFILE, OPEN_FILES)
         _limit(resource.RLIMIT_CORE, 0)
+        if mode["seccomp"]:
+            _refuse_keyring()
         if mode["uid"] is not None:
             _limit(resource.RLIMIT_NPROC, PROCESSES)
             os.setgroups([])
