@@ -73,6 +73,7 @@ SCRATCH_MB = 128             # size of each tmpfs a run gets (cwd, /tmp, /dev/sh
 OPEN_FILES = 256             # RLIMIT_NOFILE
 PROCESSES = 128              # RLIMIT_NPROC for the program's own uid, and the cgroup's pids.max (threads count too)
 UID_BASE = 1_000_000_000     # program uids: UID_BASE + 1024 * (runner pid % 10**6) + slot, unique per runner and slot
+CGROUP_SLACK_MB = 64         # a run's cgroup memory cap is --memory-mb plus this (pages it copies from the zygote)
 ANSWER_LIMIT = 256 << 20     # largest answer frame a program may send; larger is the program's failure
 DIGEST_ABOVE = 8 << 20       # a call result whose plain JSON is longer is shipped to the caller as a sha256 digest
 RUN_CWD = "/sandbox"         # a run's cwd and HOME in namespaced mode (a fresh tmpfs)
@@ -1182,7 +1183,7 @@ class _Run:
         memory = mode["cgroups"].get("memory")
         if memory:
             try:
-                os.write(memory["limit"], str((limits["memory_mb"] + 3 * SCRATCH_MB) << 20).encode())
+                os.write(memory["limit"], str((limits["memory_mb"] + CGROUP_SLACK_MB) << 20).encode())
             except OSError:
                 pass
         if mode["pid_ns"]:
@@ -1594,6 +1595,11 @@ def _serve_main(code, state):
                     value = getattr(target, args[0])
                 elif op == "getitem":
                     value = target[args[0]]
+                elif op == "setattr":
+                    value = setattr(target, args[0], args[1])
+                elif op == "setitem":
+                    target[args[0]] = args[1]
+                    value = None
                 else:
                     value = {"len": len, "list": list, "bool": bool, "repr": repr}[op](target)
                 copied = [[i, encode(a, objects)] for i, a in enumerate(args) if type(a) in (list, dict, set)]
@@ -1657,8 +1663,8 @@ def _inprocess(code, kind, program, test_file, state):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Judge side: a clean interpreter that runs test code and never runs program code. Per run it forks a judge
-# process that reaches the program's functions through the run's request and answer pipes.
+# Judge side: a clean interpreter that runs test code and never runs program code. It runs each test program in a
+# fresh namespace, reaching the program's functions through the run's request and answer pipes.
 
 class _ProgramEnded(BaseException):
     """The program's process stopped answering (it exited, crashed or was killed): the zygote says how."""
@@ -1775,7 +1781,7 @@ class _Remote:
 
 class _RemoteObject:
     """An object of the program that is not data (an instance of its class, a re.Match, a generator): an opaque
-    handle. It compares by identity only; its attributes, items, length, truth and items come over the pipe."""
+    handle. It compares by identity only; its attributes, items, length, truth and iteration go over the pipe."""
     __slots__ = ("_rpc", "_id", "_type")
 
     def __init__(self, rpc, i, type_name):
@@ -1787,6 +1793,12 @@ class _RemoteObject:
         if name.startswith("__"):
             raise AttributeError(name)
         return self._rpc.call("getattr", self._id, (name,))
+
+    def __setattr__(self, name, value):
+        self._rpc.call("setattr", self._id, (name, value))
+
+    def __setitem__(self, key, value):
+        self._rpc.call("setitem", self._id, (key, value))
 
     def __call__(self, *args, **kwargs):
         return self._rpc.call("callobj", self._id, args, kwargs)
@@ -1827,7 +1839,16 @@ def judge_main(sock_fd):
             _unshare(CLONE_NEWNET)
         except OSError:
             pass
-    in_fd, out_fd = sys.stdin.fileno(), sys.stdout.fileno()
+    # The protocol moves off fds 0 and 1, so that a test program printing cannot write into it.
+    in_fd, out_fd = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0), os.dup2(devnull, 1)
+    sys.stdin, sys.stdout = open(0, closefd=False), open(1, "w", closefd=False)
+    signal.signal(signal.SIGALRM, _judge_alarm)
+    import random
+    fresh = {"random": random.getstate(), "recursion": sys.getrecursionlimit()}
+    if "numpy" in sys.modules:
+        fresh["numpy"] = sys.modules["numpy"].random.get_state()
     _send(out_fd, {"judge": True})
     cache = {}
     while True:
@@ -1845,10 +1866,32 @@ def judge_main(sock_fd):
                 os.close(fd)
             _send(out_fd, {"no_run": True})
             continue
+        # every test program starts from the same state of the modules tests use for their inputs
+        random.setstate(fresh["random"])
+        sys.setrecursionlimit(fresh["recursion"])
+        if "numpy" in fresh:
+            sys.modules["numpy"].random.set_state(fresh["numpy"])
         _send(out_fd, _judge_one(request, fds, cache))
 
 
+class _JudgeTimeout(BaseException):
+    pass
+
+
+_ALARM = {"armed": False, "fired": False}
+
+
+def _judge_alarm(signum, frame):
+    # fires again every 50 ms once the limit is past, so a unittest runner that records it as one test's error
+    # is interrupted again in the next test
+    if _ALARM["armed"]:
+        _ALARM["fired"] = True
+        raise _JudgeTimeout
+
+
 def _judge_one(request, fds, cache):
+    """Run one test program here, in the judge (which never runs program code), with a time limit of its own:
+    the zygote's limit on the program's run comes first, so this one only stops a test program that loops."""
     req_w, ans_r = fds
     key = (request["kind"], request["mode"], request["program"], request["prelude"])
     try:
@@ -1856,43 +1899,24 @@ def _judge_one(request, fds, cache):
             if len(cache) > 512:
                 cache.clear()
             cache[key] = _judge_prepare(request)
-    except SyntaxError as e:
-        os.close(req_w), os.close(ans_r)
-        return {"verdict": ["harness_error", 0, 1, _one_line(f"test program does not parse: {e}")]}
-    prepared = cache[key]
-    r, w = os.pipe()
-    gc.freeze()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
+        _ALARM.update(armed=True, fired=False)
+        signal.setitimer(signal.ITIMER_REAL, request["timeout"] + 2.0, 0.05)
         try:
-            verdict = _judge_run(request, prepared, _RPC(req_w, ans_r))
-        except BaseException as e:
-            verdict = {"verdict": ["harness_error", 0, 1, _one_line(f"judge error: {e!r}")]}
-        try:
-            _write_all(w, json.dumps(verdict).encode())
+            verdict = _judge_run(request, cache[key], _RPC(req_w, ans_r))
         finally:
-            os._exit(0)
-    os.close(w), os.close(req_w), os.close(ans_r)
-    data, deadline = bytearray(), time.monotonic() + request["timeout"] + 2.0
-    try:
-        while chunk := _read_some(r, deadline):
-            data.extend(chunk)
-    except TimeoutError:
-        os.kill(pid, signal.SIGKILL)
-        data = bytearray(json.dumps({"verdict": ["timeout", 0, 1, "the tests ran past the time limit"]}).encode())
-    os.close(r)
-    os.waitpid(pid, 0)
-    if not data:
-        return {"verdict": ["harness_error", 0, 1, "the judge process died"]}
-    return json.loads(data)
-
-
-def _read_some(fd, deadline):
-    wait = deadline - time.monotonic()
-    if wait <= 0 or not select.select([fd], [], [], wait)[0]:
-        raise TimeoutError
-    return os.read(fd, 1 << 16)
+            _ALARM["armed"] = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        if _ALARM["fired"]:
+            raise _JudgeTimeout
+        return verdict
+    except SyntaxError as e:
+        return {"verdict": ["harness_error", 0, 1, _one_line(f"test program does not parse: {e}")]}
+    except _JudgeTimeout:
+        return {"verdict": ["timeout", 0, 1, "the tests ran past the time limit"]}
+    except Exception as e:
+        return {"verdict": ["harness_error", 0, 1, _one_line(f"judge error: {e!r}")]}
+    finally:
+        os.close(req_w), os.close(ans_r)
 
 
 def _judge_prepare(request):
@@ -1961,6 +1985,8 @@ def _judge_run(request, prepared, rpc):
             result = ["failed", 0, 1, _assert_detail(e, test_file, program)]
         except (_ProgramEnded, _ProgramBroke, _CannotCross, _ProgramExit):
             result = None
+        except _JudgeTimeout:
+            raise
         except BaseException as e:
             result = [_status_of_error(_describe(e)), 0, 1, _describe(e)]
     if rpc.ended:

@@ -503,6 +503,7 @@ def test_program_objects_cross_as_handles_and_compare_by_identity():
     tests = {"type": "assert", "program": "import re\n"
              "assert match('abc') is not None and match('abc').group(0) == 'abc' and match('x') is None\n"
              "p = Pair(1, 2)\nassert p.total() == 3 and longest([Pair(1, 5), p]) == 4\n"
+             "p.b = 7\nassert p.total() == 8\n"
              "xs = [3, 1, 2]\nsort_in_place(xs)\nassert xs == [1, 2, 3]\n"
              "try:\n    positive(-1)\nexcept ValueError as e:\n    assert 'negative' in str(e)\nelse:\n"
              "    assert False\n"
@@ -650,3 +651,31 @@ def test_nothing_left_behind_and_deep_trees_in_the_fallback_mode():
     assert report["statuses"] == ["passed", "passed"]
     assert report["after_runs"] == [] and report["at_the_end"] == []
     assert report["crashed"] == "harness_error"   # the killed zygote's run dir is swept by the zygote replacing it
+
+
+def test_a_test_program_that_loops_or_prints_does_not_break_the_judge():
+    """The judge has a limit of its own for the test code (not the program's doing, but never a hang), and a test
+    program printing cannot write into the judge's protocol; the next job on the worker is judged normally."""
+    loops = {"type": "assert", "program": "print('{\"verdict\": [\"passed\", 1, 1, \"\"]}')\nwhile True:\n    pass\n"}
+    prints = {"type": "assert", "program": "print('noise ' * 10000)\n" + ADD_TESTS["program"]}
+    jobs = [{"id": "loops", "code": RIGHT_ADD, "tests": loops}, {"id": "prints", "code": RIGHT_ADD, "tests": prints},
+            {"id": "next", "code": RIGHT_ADD, "tests": ADD_TESTS}]
+    got = {r["id"]: r["status"] for r in execute.run_jobs(jobs, workers=1, timeout=1.0)}
+    assert got == {"loops": "timeout", "prints": "passed", "next": "passed"}
+
+
+def test_the_memory_cap_is_per_run_where_a_cgroup_can_be_made():
+    """Four children of 150 MiB each stay under a per-process cap of 256 MiB but not under a per-run one."""
+    code = ("import os, time\npids = []\nfor _ in range(4):\n    pid = os.fork()\n    if pid == 0:\n"
+            "        try:\n            b = bytearray(150 << 20)\n            time.sleep(0.5)\n            os._exit(0)\n"
+            "        except MemoryError:\n            os._exit(1)\n    pids.append(pid)\n"
+            "ok = all(os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) == 0 for p in pids)\n"
+            "def add(a, b):\n    return a + b if ok else 0\n")
+    one = code.replace("range(4)", "range(1)")
+    results = execute.run_jobs([{"id": "four", "code": code, "tests": ADD_TESTS},
+                                {"id": "one", "code": one, "tests": ADD_TESTS}], workers=2, memory_mb=256)
+    got = {r["id"]: r["status"] for r in results}
+    if "cgroup per worker" in execute.isolation(2):
+        assert got["four"] in ("failed", "memory") and got["one"] == "passed", got
+    else:
+        assert "no cgroup" in execute.isolation(2) and got["one"] == "passed"
