@@ -154,10 +154,9 @@ def tally(problems, samples, statuses):
     passed ('plus' only with base), and a group a task has no tests in (MBPP+'s Mbpp/793 has no plus inputs)
     passes with the groups before it."""
     groups = group_names(problems)
-    per_task = {tid: dict(n=0, harness_errors=0, in_process=0, **{g: 0 for g in groups}) for tid in problems}
+    per_task = {tid: dict(n=0, harness_errors=0, **{g: 0 for g in groups}) for tid in problems}
     for (tid, _), st in zip(samples, statuses):
         t = per_task[tid]
-        t["in_process"] += any(v.get("trust") == "in-process" for v in st.values())  # tests ran next to the program
         if any(v["status"] == "harness_error" for v in st.values()):
             t["harness_errors"] += 1  # the runner failed, not the model: never scored as a model failure
             continue
@@ -180,7 +179,7 @@ def summarize(problems, per_task, ks):
         tids = [t for t in tids if per_task[t]["n"] > 0]
         if not tids:
             continue
-        groups = [g for g in per_task[tids[0]] if g not in ("n", "harness_errors", "in_process")]
+        groups = [g for g in per_task[tids[0]] if g not in ("n", "harness_errors")]
         ns = [per_task[t]["n"] for t in tids]
         rows[name] = dict(tasks=len(tids), samples=sum(ns),
                           **{f"pass@{k}": {g: pass_at_ks(ns, [per_task[t][g] for t in tids], [k]).get(k) for g in groups}
@@ -376,7 +375,8 @@ def run_benchmark(cfg):
         harness = sum(t["harness_errors"] for t in per_task.values())
         if harness:
             flags.append(f"{harness} samples hit harness errors (runner failures, left out of the scores)")
-        in_process = sum(t["in_process"] for t in per_task.values())
+        # samples whose tests ran next to their code (execute.py's "trust"): their verdicts are counted apart
+        in_process = sum(any(v.get("trust") == "in-process" for v in st.values()) for st in statuses)
         if in_process:
             flags.append(f"{in_process} samples were judged in-process (tests that need the program's own objects): "
                          f"those verdicts are not decided from data only")
