@@ -51,6 +51,7 @@ import resource
 import select
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -69,14 +70,15 @@ TEST_TYPES = ("assert", "stdio", "call", "unittest")
 STDOUT_LIMIT = 16 << 20      # bytes of stdout kept per run; a stdio program printing more is stopped
 STDERR_KEEP = 4096           # tail of stderr kept for the failure detail
 FILE_SIZE_LIMIT = 64 << 20   # RLIMIT_FSIZE: largest file a program may write
-SCRATCH_MB = 128             # size of each tmpfs a run gets (cwd, /tmp, /dev/shm) in namespaced mode
+SCRATCH_MB = 128             # size of the tmpfs a run gets for cwd, /tmp and /dev/shm together (namespaced mode)
 OPEN_FILES = 256             # RLIMIT_NOFILE
 PROCESSES = 128              # RLIMIT_NPROC for the program's own uid, and the cgroup's pids.max (threads count too)
 UID_BASE = 1_000_000_000     # program uids: UID_BASE + 1024 * (runner pid % 10**6) + slot, unique per runner and slot
 CGROUP_SLACK_MB = 64         # a run's cgroup memory cap is --memory-mb plus this (pages it copies from the zygote)
 ANSWER_LIMIT = 256 << 20     # largest answer frame a program may send; larger is the program's failure
 DIGEST_ABOVE = 8 << 20       # a call result whose plain JSON is longer is shipped to the caller as a sha256 digest
-RUN_CWD = "/sandbox"         # a run's cwd and HOME in namespaced mode (a fresh tmpfs)
+RUN_CWD = "/sandbox"         # a run's cwd and HOME in namespaced mode (on the run's fresh tmpfs)
+RUN_DIR = "/.run"            # where that tmpfs is mounted; /sandbox, /tmp and /dev/shm point into it
 # "auto": the strongest isolation the machine allows. "minimal": no namespaces and no uid switch, as on a machine
 # without privileges (used by the tests to exercise the fallback; never choose it for real training).
 SANDBOX = os.environ.get("RECODE_SANDBOX", "auto")
@@ -127,8 +129,10 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
 
 
-def _refuse_keyring():
-    """A seccomp filter: add_key, request_key and keyctl fail with EPERM (x32 numbers too); all else is allowed."""
+def _keyring_filter():
+    """The prctl calls of a seccomp filter under which add_key, request_key and keyctl fail with EPERM (x32
+    numbers too) and all else is allowed. Built once in the zygote: a run only makes the two calls (building ctypes
+    objects in a freshly forked child costs milliseconds of copy-on-write faults)."""
     arch, numbers = KEYRING_SYSCALLS
     load, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
     allow, refuse = 0x7FFF0000, 0x00050000 | 1
@@ -138,10 +142,14 @@ def _refuse_keyring():
     prog += [(ret, 0, 0, allow), (ret, 0, 0, refuse)]
     filters = (_SockFilter * len(prog))(*[_SockFilter(*f) for f in prog])
     fprog = _SockFprog(len(prog), filters)
-    _check(_libc.prctl(38, ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)),
-           "prctl(PR_SET_NO_NEW_PRIVS)")
-    _check(_libc.prctl(22, ctypes.c_ulong(2), ctypes.byref(fprog), ctypes.c_ulong(0), ctypes.c_ulong(0)),
-           "prctl(PR_SET_SECCOMP)")
+    zero = ctypes.c_ulong(0)
+    return (filters, fprog, (38, ctypes.c_ulong(1), zero, zero, zero),          # PR_SET_NO_NEW_PRIVS
+            (22, ctypes.c_ulong(2), ctypes.byref(fprog), zero, zero))           # PR_SET_SECCOMP, FILTER
+
+
+def _refuse_keyring(prepared):
+    _check(_libc.prctl(*prepared[2]), "prctl(PR_SET_NO_NEW_PRIVS)")
+    _check(_libc.prctl(*prepared[3]), "prctl(PR_SET_SECCOMP)")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -763,7 +771,9 @@ def _setup_zygote_isolation(uid, sandbox):
             pass
         if mode["mount_ns"] or not _unreachable_library_dirs():
             mode["uid"] = uid
-        mode["seccomp"] = _probe(_refuse_keyring) if KEYRING_SYSCALLS else False
+        if KEYRING_SYSCALLS:
+            keyring = _keyring_filter()
+            mode["seccomp"] = keyring if _probe(lambda: _refuse_keyring(keyring)) else False
     if not mode["mount_ns"]:
         # Fallback: each run gets a fresh directory in the host's temp dir, removed after the run. Directories of
         # runners that died are removed when a zygote starts.
@@ -890,15 +900,22 @@ def _private_root():
         os.makedirs(target, exist_ok=True)
         _mount(path, target, None, MS_BIND | MS_REC)
         _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
-    os.makedirs(new + "/dev/shm")
+    # One tmpfs per run, mounted at /.run, holds the run's cwd, /tmp and /dev/shm (each mount a run makes costs
+    # time at its start and its end); the root points at them with symlinks.
+    os.makedirs(new + "/dev")
     for node in ("null", "zero", "full", "random", "urandom", "tty"):
         if os.path.exists("/dev/" + node):
-            open(f"{new}/dev/{node}", "w").close()
-            _mount("/dev/" + node, f"{new}/dev/{node}", None, MS_BIND)
-    for link, to in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
-                     ("stderr", "/proc/self/fd/2")):
-        os.symlink(to, f"{new}/dev/{link}")
-    for d in ("proc", "tmp", RUN_CWD[1:], ".old"):
+            try:        # a device node of our own (no mount to copy per run), else a bind of the host's
+                os.mknod(f"{new}/dev/{node}", 0o666 | stat.S_IFCHR, os.stat("/dev/" + node).st_rdev)
+                os.chmod(f"{new}/dev/{node}", 0o666)
+            except OSError:
+                open(f"{new}/dev/{node}", "w").close()
+                _mount("/dev/" + node, f"{new}/dev/{node}", None, MS_BIND)
+    for link, to in (("dev/fd", "/proc/self/fd"), ("dev/stdin", "/proc/self/fd/0"), ("dev/stdout", "/proc/self/fd/1"),
+                     ("dev/stderr", "/proc/self/fd/2"), ("dev/shm", RUN_DIR + "/shm"), ("tmp", RUN_DIR + "/tmp"),
+                     (RUN_CWD[1:], RUN_DIR + "/cwd")):
+        os.symlink(to, f"{new}/{link}")
+    for d in ("proc", RUN_DIR[1:], ".old"):
         os.makedirs(f"{new}/{d}", exist_ok=True)
     try:
         _mount("proc", new + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
@@ -931,10 +948,13 @@ def _probe(setup):
 
 
 def _run_mounts(uid):
-    """A run's own mount and IPC namespace with fresh tmpfs for cwd, /tmp and /dev/shm: gone with the run."""
+    """A run's own mount and IPC namespace with a fresh tmpfs for cwd, /tmp and /dev/shm: gone with the run."""
     _unshare(CLONE_NEWNS | CLONE_NEWIPC)
-    for path, mode in ((RUN_CWD, "0700"), ("/tmp", "1777"), ("/dev/shm", "1777")):
-        _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={SCRATCH_MB}m,mode={mode},uid={uid},gid={uid}")
+    _mount("tmpfs", RUN_DIR, "tmpfs", MS_NOSUID | MS_NODEV, f"size={SCRATCH_MB}m,mode=0755")
+    for name, mode in (("cwd", 0o700), ("tmp", 0o1777), ("shm", 0o1777)):
+        os.mkdir(f"{RUN_DIR}/{name}")
+        os.chmod(f"{RUN_DIR}/{name}", mode)
+        os.chown(f"{RUN_DIR}/{name}", uid, uid)
 
 
 def _probe_pid_namespace():
@@ -1445,7 +1465,7 @@ def _child(role, code, fds, limits, state, scratch):
         _limit(resource.RLIMIT_NOFILE, OPEN_FILES)
         _limit(resource.RLIMIT_CORE, 0)
         if mode["seccomp"]:
-            _refuse_keyring()
+            _refuse_keyring(mode["seccomp"])
         if mode["uid"] is not None:
             _limit(resource.RLIMIT_NPROC, PROCESSES)
             os.setgroups([])
