@@ -1303,14 +1303,18 @@ class _Run:
             # Once the child has exited, everything it wrote is in the pipes: read what is there and stop waiting,
             # even if a leftover process of its own still holds a pipe open (the sweep kills it next).
             self.exited = True
-            for fd in list(self.reading):
-                os.set_blocking(fd, False)
-                try:
-                    while fd in self.reading and self._read(fd):
-                        pass
-                except (BlockingIOError, OSError):
-                    pass
+            self._drain()
         return None
+
+    def _drain(self):
+        """Read whatever the pipes hold now, without waiting."""
+        for fd in list(self.reading):
+            os.set_blocking(fd, False)
+            try:
+                while fd in self.reading and self._read(fd):
+                    pass
+            except (BlockingIOError, OSError):
+                pass
 
     def _read(self, fd):
         chunk = os.read(fd, 1 << 16)
@@ -1339,13 +1343,7 @@ class _Run:
         self.finished = True
         self.exit_code = _kill_run(self.pid, self.state)
         os.close(self.pidfd)
-        for fd in list(self.reading):
-            os.set_blocking(fd, False)
-            try:
-                while fd in self.reading and self._read(fd):
-                    pass
-            except (BlockingIOError, OSError):
-                pass
+        self._drain()
         for fd in (self.out_r, self.err_r, self.ready_r, self.in_w, self.req_w, self.ans_r):
             if fd is not None:
                 os.close(fd)
@@ -1826,23 +1824,20 @@ class _RemoteObject:
     def __getitem__(self, key):
         return self._rpc.call("getitem", self._id, (key,))
 
+    def _typed(self, op, want, what):
+        value = self._rpc.call(op, self._id)
+        if type(value) is not want:
+            raise TypeError(f"{what} of a program object did not give a {want.__name__}")
+        return value
+
     def __len__(self):
-        n = self._rpc.call("len", self._id)
-        if type(n) is not int:
-            raise TypeError("len() of a program object did not give an int")
-        return n
+        return self._typed("len", int, "len()")
 
     def __iter__(self):
-        items = self._rpc.call("list", self._id)
-        if type(items) is not list:
-            raise TypeError("iterating a program object did not give items")
-        return iter(items)
+        return iter(self._typed("list", list, "iterating"))
 
     def __bool__(self):
-        value = self._rpc.call("bool", self._id)
-        if type(value) is not bool:
-            raise TypeError("bool() of a program object did not give a bool")
-        return value
+        return self._typed("bool", bool, "bool()")
 
     def __repr__(self):
         text = self._rpc.call("repr", self._id)

@@ -367,6 +367,15 @@ if __name__ == "__main__" and "--corpus" in sys.argv:
     print(json.dumps(run_corpus()))
 
 
+def run_minimal(script, timeout):
+    """Run a Python script with RECODE_SANDBOX=minimal in a throwaway PID namespace; its last line of output, as
+    JSON."""
+    env = dict(os.environ, RECODE_SANDBOX="minimal")
+    proc = in_throwaway_pid_namespace([sys.executable, "-c", script], timeout=timeout, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def test_minimal_sandbox_still_sweeps_and_judges():
     """Without namespaces or a uid switch (a machine without privileges), the subreaper sweep still kills a
     setsid daemon, time limits hold, and the hacks still fail."""
@@ -388,10 +397,7 @@ def test_minimal_sandbox_still_sweeps_and_judges():
         "children = open(f'/proc/{zygote}/task/{zygote}/children').read().split()\n"
         "print(json.dumps({'statuses': [r['status'] for r in results], 'children': children,\n"
         "                  'isolation': execute.isolation(1)}))\n")
-    env = dict(os.environ, RECODE_SANDBOX="minimal")
-    proc = in_throwaway_pid_namespace([sys.executable, "-c", script], timeout=120, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = run_minimal(script, timeout=120)
     assert report["statuses"] == ["passed", "timeout", "failed", "failed"]
     assert report["children"] == []
     assert "subreaper sweep" in report["isolation"] and "NETWORK NOT ISOLATED" in report["isolation"]
@@ -644,10 +650,7 @@ def test_nothing_left_behind_and_deep_trees_in_the_fallback_mode():
         "time.sleep(0.5)\n"
         "print(json.dumps({'statuses': statuses, 'after_runs': after_runs, 'crashed': crashed,\n"
         "                  'at_the_end': mine(pids)}))\n")
-    env = dict(os.environ, RECODE_SANDBOX="minimal")
-    proc = in_throwaway_pid_namespace([sys.executable, "-c", script], timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = run_minimal(script, timeout=300)
     assert report["statuses"] == ["passed", "passed"]
     assert report["after_runs"] == [] and report["at_the_end"] == []
     assert report["crashed"] == "harness_error"   # the killed zygote's run dir is swept by the zygote replacing it
