@@ -779,9 +779,9 @@ def _setup_zygote_isolation(uid, sandbox):
         # runners that died are removed when a zygote starts.
         base = tempfile.gettempdir()
         for entry in os.listdir(base):
-            parts = entry.split("-")
-            if entry.startswith("recode-exec-") and len(parts) >= 4 and parts[2].isdigit() \
-                    and not _alive(int(parts[2])):
+            lock = _claim(os.path.join(base, entry)) if entry.startswith("recode-exec-") else None
+            if lock is not None:
+                os.close(lock)
                 _remove_tree(os.path.join(base, entry))
         mode["scratch_base"] = base
     tempfile.tempdir = None     # do not let the snapshot of tempfile remember a temp dir: runs must use their TMPDIR
@@ -804,14 +804,21 @@ def _setup_zygote_isolation(uid, sandbox):
     return mode
 
 
-def _alive(pid):
+def _claim(path, dir_fd=None):
+    """An fd holding an exclusive flock on the directory path, or None if another live runner holds it. Runners
+    hold their cgroups' and run directories' locks while they live, so a directory that can be claimed is a dead
+    runner's, whatever PID namespace either runner is in."""
+    import fcntl
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
     except OSError:
-        return True
-    return True
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _make_cgroups():
@@ -823,7 +830,7 @@ def _make_cgroups():
             lines = [line.rstrip("\n").split(":", 2) for line in f]
     except OSError:
         return {}
-    name = f"recode-{os.getpid()}"
+    name = f"recode-{os.getpid()}-{os.urandom(4).hex()}"
     for hierarchy, controllers, path in lines:
         for ctrl in ("memory", "pids"):
             if ctrl in controllers.split(",") and ctrl not in found:
@@ -851,7 +858,9 @@ def _open_cgroup(base, name, knob, shared=None):
     except OSError:
         return None
     for entry in os.listdir(dir_fd):      # cgroups of runners that died
-        if entry.startswith("recode-") and entry[7:].isdigit() and not _alive(int(entry[7:])):
+        lock = _claim(entry, dir_fd) if entry.startswith("recode-") and entry != name else None
+        if lock is not None:
+            os.close(lock)
             try:
                 os.rmdir(entry, dir_fd=dir_fd)
             except OSError:
@@ -859,7 +868,10 @@ def _open_cgroup(base, name, knob, shared=None):
     try:
         if shared is None:
             os.mkdir(name, 0o755, dir_fd=dir_fd)
-        cg = {"dir": dir_fd, "name": name,
+        lock = _claim(name, dir_fd) if shared is None else shared["lock"]
+        if lock is None:
+            raise OSError("cannot lock our own cgroup")
+        cg = {"dir": dir_fd, "name": name, "lock": lock,
               "procs": os.open(f"{base}/{name}/cgroup.procs", os.O_WRONLY),
               "limit": os.open(f"{base}/{name}/{knob}", os.O_WRONLY)}
         return cg
@@ -1198,6 +1210,7 @@ class _Run:
             state["runs"] += 1
             self.scratch = tempfile.mkdtemp(prefix=f"recode-exec-{os.getpid()}-{state['runs']}-",
                                             dir=mode["scratch_base"])
+            self.scratch_lock = _claim(self.scratch)     # held until the directory is removed
             if mode["uid"] is not None:
                 os.chown(self.scratch, mode["uid"], mode["uid"])
         memory = mode["cgroups"].get("memory")
@@ -1351,6 +1364,8 @@ class _Run:
         self.reading = set()
         if self.scratch:
             _remove_tree(self.scratch)
+            if self.scratch_lock is not None:
+                os.close(self.scratch_lock)
 
     def stdout_text(self):
         return self.stdout.decode(errors="replace")
