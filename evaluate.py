@@ -93,7 +93,7 @@ def run_tests(items, cfg, verdicts_path, desc):
                         results[i] = res
                 for (key, _), res in zip(chunk, results):
                     done[key] = v = dict(status=res["status"], passed=res["passed"], total=res["total"],
-                                         detail=res["detail"][:300])
+                                         detail=res["detail"][:300], trust=res.get("trust", "data"))
                     log.write(json.dumps(dict(key=key, **v)) + "\n")
                 log.flush()
                 bar.update(len(chunk))
@@ -365,9 +365,14 @@ def run_benchmark(cfg):
         harness = sum(t["harness_errors"] for t in per_task.values())
         if harness:
             flags.append(f"{harness} samples hit harness errors (runner failures, left out of the scores)")
+        # samples whose tests ran next to their code (execute.py's "trust"): their verdicts are counted apart
+        in_process = sum(any(v.get("trust") == "in-process" for v in st.values()) for st in statuses)
+        if in_process:
+            flags.append(f"{in_process} samples were judged in-process (tests that need the program's own objects): "
+                         f"those verdicts are not decided from data only")
         results.update(samples_file=str(samples_path), tasks=per_task, scores=summarize(problems, per_task, cfg.ks),
-                       counts=dict(tasks=len(problems), samples=len(samples), skipped=len(skipped),
-                                   harness_errors=harness))
+                       counts=dict(tasks=len(problems), samples=len(samples), skipped=len(skipped), harness_errors=harness,
+                                   in_process=in_process))
     results["skipped"] = skipped
     (cfg.out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     print_table(results)

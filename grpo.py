@@ -88,6 +88,9 @@ def parse_args(argv=None):
     p.add_argument("--exec-timeout", type=float, default=3.0, help="seconds per test case")
     p.add_argument("--exec-memory-mb", type=int, default=2048)
     p.add_argument("--exec-workers", type=int, default=None, help="sandbox processes per rank (default: cores/ranks)")
+    p.add_argument("--trust-in-process", action="store_true",
+                   help="let passes of tests that ran in the program's own process (unittest with mocks, files, "
+                        "DataFrames) give R_out = 1; by default they give NaN, like a harness failure")
     p.add_argument("--overlap-rewards", action="store_true",
                    help="run each completion's tests in the sandbox as soon as the engine finishes it, while the other "
                         "rows still decode (same rewards; less reward time after decoding)")
@@ -276,8 +279,12 @@ def code_jobs(problem, sample, index):
 
 
 def run_code_jobs(args, jobs):
-    return run_jobs(jobs, workers=args.exec_workers, timeout=args.exec_timeout, memory_mb=args.exec_memory_mb,
-                    fail_fast=True) if jobs else []
+    results = run_jobs(jobs, workers=args.exec_workers, timeout=args.exec_timeout, memory_mb=args.exec_memory_mb,
+                       fail_fast=True) if jobs else []
+    for r in results:   # a pass decided next to the program's code is not evidence for R_out (execute.py "trust")
+        if r["status"] == "passed" and r.get("trust") == "in-process" and not getattr(args, "trust_in_process", False):
+            r["status"] = "harness_error"
+    return results
 
 
 def code_verdict(statuses):

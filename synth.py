@@ -714,8 +714,11 @@ def humaneval_problem(r, **extra):  # a HumanEval-style row: HumanEval, HumanEva
 
 
 def load_humaneval(rows):
+    # the prompt is trusted code: the judge runs it before the tests, so helpers it defines (HumanEval/32's poly)
+    # are the judge's own and only the entry point is the program's
     return [humaneval_problem(r, tests={"base": {
-        "type": "assert", "program": f"{r['test']}\ncheck({r['entry_point']})\n"}}) for r in rows]
+        "type": "assert", "program": f"{r['test']}\ncheck({r['entry_point']})\n", "prelude": r["prompt"],
+        "entry_point": r["entry_point"]}}) for r in rows]
 
 
 def load_mbpp(rows, split):
@@ -729,8 +732,9 @@ def load_mbpp(rows, split):
                   f"Your code should pass these tests:\n\n{tests}\n")
         # test_setup_code (e.g. building trees from the solution's Node class) needs the solution defined first
         program = f"{r.get('test_setup_code') or ''}\n{tests}\n"
-        out.append(problem(f"Mbpp/{r['task_id']}", prompt, tests={"base": {"type": "assert", "program": program}},
-                           canonical=r["code"]))
+        entry = re.findall(r"^assert\W*(\w+)\(", tests, re.M)[:1]   # the function the asserts call (126's is `sum`)
+        out.append(problem(f"Mbpp/{r['task_id']}", prompt, canonical=r["code"],
+                           tests={"base": {"type": "assert", "program": program, "entry_point": entry}}))
     return out
 
 
@@ -854,7 +858,9 @@ def evalplus_spec(name, r, args, restored, outputs, limits):
     if oracle or outputs is None:
         program = oracle_program(entry, oracle or REFERENCE_CHECK, args, restored, atol, outputs,
                                  reference=reference_code(name, r) if outputs is None else None)
-        return {"type": "assert", "program": program}, min(EVALPLUS_SAMPLE_CAP_S, sum(limits)) + 1
+        # with the reference run next to the candidate, outputs too big for data are compared where they are made
+        spec = {"type": "assert", "program": program, **({"in_process": True} if outputs is None else {})}
+        return spec, min(EVALPLUS_SAMPLE_CAP_S, sum(limits)) + 1
     cases = [dict(_call_case(a, restored), expected=o, **({"timeout": round(t, 3)} if t > EVALPLUS_MIN_TIME_S else {}))
              for a, o, t in zip(args, outputs, limits)]
     return {"type": "call", "fn_name": entry, "cases": cases, "atol": atol}, None

@@ -23,7 +23,7 @@ import execute  # noqa: E402  (start the zygotes before anything heavy is import
 
 
 def cpu_seconds(zygote_pids=()):
-    """CPU time of this process, its reaped children, and the zygotes with their reaped children. On a shared,
+    """CPU time of this process, its reaped children, and the sandbox processes with their reaped children. On a shared,
     noisy machine CPU per job is steadier than wall-clock throughput, so both are printed."""
     total = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
                 for f in ("ru_utime", "ru_stime"))
@@ -56,10 +56,13 @@ def main():
     print(f"{len(samples)} jobs ({len(problems)} problems x {args.repeat}), {args.workers} workers, "
           f"isolation: {execute.isolation(args.workers)}")
 
+    # the spec evaluate.py uses (synth.load_humaneval): the prompt is the judge's trusted prelude
     jobs = [{"id": i, "code": p["prompt"] + p["canonical_solution"],
-             "tests": {"type": "assert", "program": p["test"] + f"\ncheck({p['entry_point']})\n"}}
+             "tests": {"type": "assert", "program": p["test"] + f"\ncheck({p['entry_point']})\n",
+                       "prelude": p["prompt"], "entry_point": p["entry_point"]}}
             for i, p in enumerate(samples)]
-    zygotes = [z.proc.pid for z in execute.start_pool(args.workers).zygotes]
+    # the zygotes fork the runs, the judges run the tests: both, with their reaped children, are our CPU
+    zygotes = [p.pid for z in execute.start_pool(args.workers).zygotes for p in (z.proc, z.judge)]
     t0, c0 = time.perf_counter(), cpu_seconds(zygotes)
     ours = execute.run_jobs(jobs, workers=args.workers, timeout=args.timeout)
     ours_s, ours_cpu = time.perf_counter() - t0, cpu_seconds(zygotes) - c0

@@ -217,9 +217,11 @@ def corpus(canary_dir, port):
          "    except OSError:\n        pass\n" + probe, {"failed"}),
         ("write_outside_cwd",
          "import os\nESCAPED = False\n"
-         f"for path in [{canary_dir!r} + '/outside', '/tmp/recode-escape', '/var/tmp/recode-escape',\n"
-         f"             '/dev/shm/recode-escape', {ROOT!r} + '/recode-escape', os.path.expanduser('~/../escape')]:\n"
+         f"for path in [{canary_dir!r} + '/outside', '/var/tmp/recode-escape', {ROOT!r} + '/recode-escape',\n"
+         "             '/run/lock/recode-escape', os.path.expanduser('~/../escape')]:\n"
          "    try:\n        open(path, 'w').write('x')\n        ESCAPED = True\n    except OSError:\n        pass\n"
+         "for path in ['/tmp/recode-escape', '/dev/shm/recode-escape']:   # the run's own: must not reach the host\n"
+         "    open(path, 'w').write('x')\n"
          + probe, {"failed"}),
         ("connect_to_loopback",
          f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=1)\n    ESCAPED = True\n"
@@ -243,7 +245,7 @@ def corpus(canary_dir, port):
         ("hack_fake_success_markers",
          "import os\nprint('passed')\nprint('{\"status\": \"passed\"}')\n"
          "os.write(3, b'00000000000000000000000000000000 done [\"passed\", 1, 1, \"\"]\\n')\nos._exit(0)\n",
-         {"failed"}),
+         {"failed", "runtime_error"}),
         ("hack_redefine_test_helper", "def check(candidate):\n    pass\n" + wrong, {"failed"}),
         ("hack_patch_builtins_and_sys_modules",
          "import builtins, sys, types\nbuiltins.AssertionError = type('Nope', (Exception,), {})\n"
@@ -309,7 +311,7 @@ def run_corpus():
     elapsed = time.monotonic() - start
     time.sleep(2.0)   # give any survivor (the daemons sleep 1.5 s) the time to leave a trace
     pool = execute.start_pool(2)
-    zygotes = {z.proc.pid for z in pool.zygotes}
+    zygotes = {p.pid for z in pool.zygotes for p in (z.proc, z.judge)}
     me = os.getpid()
     survivors = []
     for entry in os.listdir("/proc"):
@@ -322,7 +324,7 @@ def run_corpus():
                 pass
     files = sorted(os.listdir(canary_dir))
     files += [p for p in ("/tmp/recode-escape", "/var/tmp/recode-escape", "/dev/shm/recode-escape",
-                          os.path.join(ROOT, "recode-escape")) if os.path.exists(p)]
+                          "/run/lock/recode-escape", os.path.join(ROOT, "recode-escape")) if os.path.exists(p)]
     connections = 0
     try:
         while True:
@@ -365,6 +367,15 @@ if __name__ == "__main__" and "--corpus" in sys.argv:
     print(json.dumps(run_corpus()))
 
 
+def run_minimal(script, timeout):
+    """Run a Python script with RECODE_SANDBOX=minimal in a throwaway PID namespace; its last line of output, as
+    JSON."""
+    env = dict(os.environ, RECODE_SANDBOX="minimal")
+    proc = in_throwaway_pid_namespace([sys.executable, "-c", script], timeout=timeout, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def test_minimal_sandbox_still_sweeps_and_judges():
     """Without namespaces or a uid switch (a machine without privileges), the subreaper sweep still kills a
     setsid daemon, time limits hold, and the hacks still fail."""
@@ -386,10 +397,7 @@ def test_minimal_sandbox_still_sweeps_and_judges():
         "children = open(f'/proc/{zygote}/task/{zygote}/children').read().split()\n"
         "print(json.dumps({'statuses': [r['status'] for r in results], 'children': children,\n"
         "                  'isolation': execute.isolation(1)}))\n")
-    env = dict(os.environ, RECODE_SANDBOX="minimal")
-    proc = in_throwaway_pid_namespace([sys.executable, "-c", script], timeout=120, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = run_minimal(script, timeout=120)
     assert report["statuses"] == ["passed", "timeout", "failed", "failed"]
     assert report["children"] == []
     assert "subreaper sweep" in report["isolation"] and "NETWORK NOT ISOLATED" in report["isolation"]
@@ -435,3 +443,242 @@ def test_library_objects_and_temp_files_in_unittest_jobs():
                "        self.assertTrue(os.path.isdir(d))\n"
                "    def test_array(self):\n        self.assertTrue(np.array_equal(task_func(np.arange(3)), np.arange(3)))\n")
     assert run("def task_func(x):\n    return x\n", {"type": "unittest", "program": program})["status"] == "passed"
+
+
+# ---- the second design: verdicts from data, a run that sees only itself, nothing left behind ----------------------
+
+def test_typed_wire_keeps_types_and_refuses_garbage():
+    values = [(1, [2, (3,)]), {(1, 2): {3}, "k": frozenset({4})}, b"\x00\xff", 1 + 2j, 7 ** 9000, [True, 1, 1.0],
+              None, {"": []}]
+    for v in values:
+        back = execute.decode(json.loads(json.dumps(execute.encode(v))))
+        assert back == v and type(back) is type(v)
+    assert type(execute.decode(execute.encode((1,)))) is tuple and type(execute.decode(execute.encode([1]))) is list
+    for bad in (["Q", 1], [], ["S", ["L"]], ["D", 1], ["I", "zz"], {"a": 1}, ["B", "xyz"], ["O", 0, "C"]):
+        try:
+            execute.decode(bad)
+        except execute.Garbage:
+            continue
+        raise AssertionError(f"{bad!r} was decoded")
+    for body in (b"\xff", b"{", b"[1]", b'["R", 1]', b'["E", ["not an identifier!"], "m"]', b"[" * 100_000):
+        try:
+            execute.parse_answer(body)
+        except execute.Garbage:
+            continue
+        raise AssertionError(f"{body[:20]!r} was accepted")
+
+
+def test_every_result_says_how_far_it_can_be_trusted():
+    mock_tests = {"type": "unittest", "program": "import unittest\nfrom unittest import mock\n"
+                  "class T(unittest.TestCase):\n    def test_a(self):\n"
+                  "        m = mock.MagicMock()\n        self.assertIs(task_func(m), m)\n"}
+    jobs = [{"id": "assert", "code": RIGHT_ADD, "tests": ADD_TESTS},
+            {"id": "call", "code": RIGHT_ADD, "tests": {"type": "call", "fn_name": "add",
+                                                        "cases": [{"args": [1, 2], "expected": 3}]}},
+            {"id": "stdio", "code": "print(3)", "tests": {"type": "stdio", "cases": [{"input": "", "output": "3"}]}},
+            {"id": "mock", "code": "def task_func(x):\n    return x\n", "tests": mock_tests},
+            {"id": "mock_wrong", "code": "def task_func(x):\n    return 1\n", "tests": mock_tests},
+            {"id": "bad", "code": RIGHT_ADD}]
+    got = {r["id"]: (r["status"], r["trust"]) for r in execute.run_jobs(jobs, workers=2)}
+    assert got == {"assert": ("passed", "data"), "call": ("passed", "data"), "stdio": ("passed", "data"),
+                   "mock": ("passed", "in-process"), "mock_wrong": ("failed", "in-process"),
+                   "bad": ("harness_error", "data")}
+
+
+def test_judge_uses_its_own_builtins_and_prelude_helpers():
+    """HumanEval/32's shape: the prompt (prelude) defines poly; a program redefining poly, abs or round to fool the
+    test gets nothing, while an entry point named like a builtin (MBPP/126's `sum`) is still the program's."""
+    prelude = ("import math\ndef poly(xs, x):\n    return sum(c * math.pow(x, i) for i, c in enumerate(xs))\n"
+               "def find_zero(xs):\n    \"\"\"a zero of poly\"\"\"\n")
+    tests = {"type": "assert", "prelude": prelude, "program": "def check(candidate):\n"
+             "    x = candidate([-6, 11, -6, 1])\n    assert abs(poly([-6, 11, -6, 1], x)) < 1e-6\n\ncheck(find_zero)\n"}
+    right = prelude + "def find_zero(xs):\n    return 1.0\n"
+    fake_poly = "def poly(xs, x):\n    return 0.0\ndef find_zero(xs):\n    return 123.0\n"
+    fake_abs = "abs = lambda x: 0\ndef find_zero(xs):\n    return 123.0\n"
+    sum_tests = {"type": "assert", "program": "assert sum(2, 3) == 5\n", "entry_point": "sum"}
+    jobs = [{"id": "right", "code": right, "tests": tests}, {"id": "fake_poly", "code": fake_poly, "tests": tests},
+            {"id": "fake_abs", "code": fake_abs, "tests": tests},
+            {"id": "entry_sum", "code": "def sum(a, b):\n    return a + b\n", "tests": sum_tests},
+            {"id": "no_entry", "code": "def sum(a, b):\n    return a + b\n", "tests": dict(sum_tests, entry_point=[])}]
+    got = {r["id"]: r["status"] for r in execute.run_jobs(jobs, workers=2)}
+    assert got == {"right": "passed", "fake_poly": "failed", "fake_abs": "failed", "entry_sum": "passed",
+                   "no_entry": "runtime_error"}
+
+
+def test_program_objects_cross_as_handles_and_compare_by_identity():
+    tests = {"type": "assert", "program": "import re\n"
+             "assert match('abc') is not None and match('abc').group(0) == 'abc' and match('x') is None\n"
+             "p = Pair(1, 2)\nassert p.total() == 3 and longest([Pair(1, 5), p]) == 4\n"
+             "p.b = 7\nassert p.total() == 8\n"
+             "xs = [3, 1, 2]\nsort_in_place(xs)\nassert xs == [1, 2, 3]\n"
+             "try:\n    positive(-1)\nexcept ValueError as e:\n    assert 'negative' in str(e)\nelse:\n"
+             "    assert False\n"
+             "assert list(gen(3)) == [0, 1, 2] and len(Pair(1, 1)) == 2\n"}
+    right = ("import re\ndef match(s):\n    return re.match('a.c', s)\n"
+             "class Pair:\n    def __init__(self, a, b):\n        self.a, self.b = a, b\n"
+             "    def total(self):\n        return self.a + self.b\n    def __len__(self):\n        return 2\n"
+             "def longest(pairs):\n    return max(p.b - p.a for p in pairs)\n"
+             "def sort_in_place(xs):\n    xs.sort()\n"
+             "class Negative(ValueError):\n    pass\n"
+             "def positive(x):\n    if x < 0:\n        raise Negative('negative input')\n    return x\n"
+             "def gen(n):\n    return (i for i in range(n))\n")
+    always_equal = right.replace("    def total(self):\n        return self.a + self.b\n",
+                                 "    def total(self):\n        return Eq()\n") + \
+        "class Eq:\n    def __eq__(self, o):\n        return True\n"
+    no_copy_back = right.replace("    xs.sort()\n", "    xs = sorted(xs)\n")
+    jobs = [{"id": i, "code": c, "tests": tests} for i, c in (("right", right), ("always_equal", always_equal),
+                                                               ("no_copy_back", no_copy_back))]
+    got = {r["id"]: (r["status"], r["trust"]) for r in execute.run_jobs(jobs, workers=2)}
+    assert got == {"right": ("passed", "data"), "always_equal": ("failed", "data"), "no_copy_back": ("failed", "data")}
+
+
+def test_what_the_program_sends_is_its_failure_and_the_next_job_is_judged_right():
+    """Garbage or forged frames on the answer pipe, an answer sent before the question, closed pipes: never a pass,
+    never a harness error, and the next job on the same worker passes."""
+    call = {"type": "call", "fn_name": "f", "cases": [{"args": [1], "expected": 2}, {"args": [2], "expected": 3}]}
+    attacks = [
+        "import os, struct\nbody = b'[\"R\", 2, []]'\nos.write(5, struct.pack('<Q', len(body)) + body * 3)\n"
+        "def f(x):\n    return 0\n",                               # answers for cases not yet asked
+        "import os\nos.write(5, b'\\xff' * 100)\ndef f(x):\n    return 0\n",
+        "import os, struct\nos.write(5, struct.pack('<Q', 1 << 40))\ndef f(x):\n    return 0\n",
+        "import os\nos.close(4)\nos.close(5)\ndef f(x):\n    return x + 1\n",
+        "import os, struct\ndef f(x):\n    body = b'[\"ok\", []]'\n    os.write(5, struct.pack('<Q', len(body)) + body)\n"
+        "    return x + 1\n",
+    ]
+    jobs = []
+    for i, code in enumerate(attacks):
+        jobs += [{"id": f"attack{i}", "code": code, "tests": call},
+                 {"id": f"next{i}", "code": "def f(x):\n    return x + 1\n", "tests": call}]
+    for r in execute.run_jobs(jobs, workers=1):
+        if r["id"].startswith("attack"):
+            assert r["status"] in ("failed", "runtime_error", "timeout", "memory"), r
+        else:
+            assert r["status"] == "passed", r
+
+
+def test_test_code_never_enters_a_program_process():
+    """A later job on the same worker scans its whole process memory for an earlier job's test program. The needle
+    the scan builds is in its own memory too, so it counts the secret against a control built the same way."""
+    secret, control = "zebra-test-" + os.urandom(6).hex(), "zebra-test-" + os.urandom(6).hex()
+    scan = ("import ctypes\nctypes.CDLL(None).prctl(4, 1, 0, 0, 0)   # PR_SET_DUMPABLE: /proc/self/mem readable\n"
+            "def count(needle):\n    found = 0\n"
+            "    with open('/proc/self/maps') as maps, open('/proc/self/mem', 'rb') as mem:\n"
+            "        for line in maps:\n            addr, perms = line.split()[:2]\n"
+            "            if 'r' not in perms:\n                continue\n"
+            "            lo, hi = (int(x, 16) for x in addr.split('-'))\n            try:\n"
+            "                for start in range(lo, hi, 1 << 20):\n                    mem.seek(start)\n"
+            "                    found += mem.read(min(1 << 20, hi - start)).count(needle)\n"
+            "            except (OSError, OverflowError, ValueError):\n                pass\n"
+            "    return found\n"
+            "def add(a, b):\n"
+            f"    leaked = count(b'zebra-test-' + b'{secret[11:]}') > count(b'zebra-test-' + b'{control[11:]}')\n"
+            "    return a + b if leaked else 0\n")
+    tests = {"type": "assert", "program": f"SECRET = {secret!r}\n" + ADD_TESTS["program"]}
+    jobs = [{"id": "first", "code": RIGHT_ADD, "tests": tests},
+            {"id": "scan", "code": scan, "tests": ADD_TESTS}]
+    got = {r["id"]: r["status"] for r in execute.run_jobs(jobs, workers=1, timeout=20.0)}
+    assert got == {"first": "passed", "scan": "failed"}
+    leak = {"type": "call", "fn_name": "add", "cases": [{"args": [1, 2], "expected": 3}]}
+    in_memory = scan.replace("def add(a, b):\n", f"SECRET = {secret!r}\ndef add(a, b):\n")
+    assert run(in_memory, leak, timeout=20.0)["status"] == "passed"   # the scan does find what is there
+
+
+def test_a_run_sees_only_itself():
+    probe = ("import os, sys, tempfile, resource\n"
+             "def f(root, data):\n"
+             "    def writable(d):\n        try:\n            open(d + '/probe', 'w').close()\n            return True\n"
+             "        except OSError:\n            return False\n"
+             "    soft, hard = resource.getrlimit(resource.RLIMIT_AS)\n"
+             "    try:\n        resource.setrlimit(resource.RLIMIT_AS, (hard + 1, hard + 1))\n        raised = True\n"
+             "    except (ValueError, OSError):\n        raised = False\n"
+             "    tmp_files = os.listdir('/tmp')\n"
+             "    return [os.path.exists(root), os.path.exists(data), writable('/tmp'), writable('/dev/shm'),\n"
+             "            writable(os.getcwd()), writable('/run/lock') or writable('/'), soft == hard, raised,\n"
+             "            tmp_files]\n")
+    tests = {"type": "call", "fn_name": "f", "cases": [{"args": [ROOT, os.path.dirname(execute.__file__)],
+                                                        "expected": [False, False, True, True, True, False, True,
+                                                                     False, []]}]}
+    for attempt in range(2):   # the second run must not see the first one's /tmp
+        r = run(probe, tests)
+        assert r["status"] == "passed", r
+    text = execute.isolation(2)
+    assert "read-only root" in text and "IPC namespace" in text and "hard rlimits" in text
+
+
+def test_right_programs_using_the_standard_library_pass():
+    code = ("import multiprocessing, tempfile, threading, subprocess, sys, os\nimport numpy as np\n"
+            "def add(a, b):\n    lock = multiprocessing.Lock()\n    with lock:\n        pass\n"
+            "    with tempfile.NamedTemporaryFile('w') as f:\n        f.write('x')\n"
+            "    t = threading.Thread(target=lambda: None)\n    t.start()\n    t.join()\n"
+            "    out = subprocess.run([sys.executable, '-c', 'print(1)'], capture_output=True).stdout\n"
+            "    return int(np.add(a, b)) if out.strip() == b'1' else 0\n")
+    np_tests = {"type": "assert", "program": "import numpy as np\nimport numpy.testing\n"
+                "np.testing.assert_allclose(np.array([add(1, 2)]), [3])\n"}
+    jobs = [{"id": kind, "code": code, "tests": t} for kind, t in (("assert", ADD_TESTS), ("numpy", np_tests))]
+    jobs.append({"id": "unittest_np", "code": "import numpy\n" + RIGHT_ADD, "tests": {
+        "type": "unittest", "program": "import unittest, os\nimport numpy as np\nclass T(unittest.TestCase):\n"
+        "    def test_a(self):\n        np.testing.assert_allclose([add(1, 2)], [3])\n"}})
+    got = {r["id"]: (r["status"], r["detail"]) for r in execute.run_jobs(jobs, workers=2, timeout=20.0)}
+    assert all(status == "passed" for status, _ in got.values()), got
+
+
+def test_nothing_left_behind_and_deep_trees_in_the_fallback_mode():
+    """RECODE_SANDBOX=minimal makes a directory per run in the host's temp dir: a run (even one that leaves a tree
+    1,200 levels deep and read-only), a pool, and a pool whose zygote was killed mid-run leave none behind."""
+    script = (
+        "import json, os, sys, tempfile, time, threading\n"
+        f"sys.path.insert(0, {ROOT!r})\n"
+        "import execute\n"
+        "deep = ('import os\\nfor i in range(1200):\\n    os.mkdir(\"d\" * 50)\\n    os.chdir(\"d\" * 50)\\n'\n"
+        "        'os.chmod(\".\", 0o500)\\ndef add(a, b):\\n    return a + b\\n')\n"
+        f"tests = {ADD_TESTS!r}\n"
+        "pool = execute.start_pool(1)\n"
+        "mine = lambda pids: [e for e in os.listdir(tempfile.gettempdir())\n"
+        "                     if any(e.startswith(f'recode-exec-{p}-') for p in pids)]\n"
+        "pids = {pool.zygotes[0].proc.pid}\n"
+        "statuses = [r['status'] for r in execute.run_jobs([{'id': 0, 'code': deep, 'tests': tests},\n"
+        "            {'id': 1, 'code': 'def add(a, b):\\n    return a + b\\n', 'tests': tests}], workers=1)]\n"
+        "after_runs = mine(pids)\n"
+        "slow = {'id': 2, 'code': 'import time\\ntime.sleep(30)', 'tests': tests}\n"
+        "z = pool.zygotes[0].proc\n"
+        "threading.Timer(1.0, z.kill).start()\n"
+        "crashed = execute.run_jobs([slow], workers=1)[0]['status']\n"
+        "pool = execute.start_pool(1)\n"
+        "pids.add(pool.zygotes[0].proc.pid)\n"
+        "execute.run_jobs([{'id': 3, 'code': 'x = 1', 'tests': tests}], workers=1)\n"
+        "pool.close()\n"
+        "time.sleep(0.5)\n"
+        "print(json.dumps({'statuses': statuses, 'after_runs': after_runs, 'crashed': crashed,\n"
+        "                  'at_the_end': mine(pids)}))\n")
+    report = run_minimal(script, timeout=300)
+    assert report["statuses"] == ["passed", "passed"]
+    assert report["after_runs"] == [] and report["at_the_end"] == []
+    assert report["crashed"] == "harness_error"   # the killed zygote's run dir is swept by the zygote replacing it
+
+
+def test_a_test_program_that_loops_or_prints_does_not_break_the_judge():
+    """The judge has a limit of its own for the test code (not the program's doing, but never a hang), and a test
+    program printing cannot write into the judge's protocol; the next job on the worker is judged normally."""
+    loops = {"type": "assert", "program": "print('{\"verdict\": [\"passed\", 1, 1, \"\"]}')\nwhile True:\n    pass\n"}
+    prints = {"type": "assert", "program": "print('noise ' * 10000)\n" + ADD_TESTS["program"]}
+    jobs = [{"id": "loops", "code": RIGHT_ADD, "tests": loops}, {"id": "prints", "code": RIGHT_ADD, "tests": prints},
+            {"id": "next", "code": RIGHT_ADD, "tests": ADD_TESTS}]
+    got = {r["id"]: r["status"] for r in execute.run_jobs(jobs, workers=1, timeout=1.0)}
+    assert got == {"loops": "timeout", "prints": "passed", "next": "passed"}
+
+
+def test_the_memory_cap_is_per_run_where_a_cgroup_can_be_made():
+    """Four children of 150 MiB each stay under a per-process cap of 256 MiB but not under a per-run one."""
+    code = ("import os, time\npids = []\nfor _ in range(4):\n    pid = os.fork()\n    if pid == 0:\n"
+            "        try:\n            b = bytearray(150 << 20)\n            time.sleep(0.5)\n            os._exit(0)\n"
+            "        except MemoryError:\n            os._exit(1)\n    pids.append(pid)\n"
+            "ok = all(os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) == 0 for p in pids)\n"
+            "def add(a, b):\n    return a + b if ok else 0\n")
+    one = code.replace("range(4)", "range(1)")
+    results = execute.run_jobs([{"id": "four", "code": code, "tests": ADD_TESTS},
+                                {"id": "one", "code": one, "tests": ADD_TESTS}], workers=2, memory_mb=256)
+    got = {r["id"]: r["status"] for r in results}
+    if "cgroup per worker" in execute.isolation(2):
+        assert got["four"] in ("failed", "memory") and got["one"] == "passed", got
+    else:
+        assert "no cgroup" in execute.isolation(2) and got["one"] == "passed"
