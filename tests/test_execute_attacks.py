@@ -18,7 +18,6 @@ import secrets
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import textwrap
 import threading
@@ -30,6 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 THIS_FILE = os.path.abspath(__file__)
 sys.path.insert(0, ROOT)
 import execute  # noqa: E402
+from test_execute import in_throwaway_pid_namespace  # noqa: E402
 
 PROGRAM_FAILURES = ("failed", "runtime_error", "timeout", "memory", "syntax_error")
 TIMEOUT, MEMORY_MB = 10.0, 512    # generous: on a loaded machine a slow attack must not pass as blocked
@@ -1097,17 +1097,6 @@ PAIRS = [
 
 
 # ---- the run: everything in one throwaway PID namespace, host objects made and removed here ------------------------
-
-def in_throwaway_pid_namespace(command, **kw):
-    """Run command as PID 1 of a new PID namespace (as root, or else inside a new user namespace)."""
-    proc = None
-    for prefix in (["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"],
-                   ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc", "--kill-child"]):
-        proc = subprocess.run(prefix + command, capture_output=True, text=True, **kw)
-        if not proc.stderr.startswith("unshare:"):
-            break
-    return proc
-
 
 def job(job_id, code, tests):
     return {"id": job_id, "code": code, "tests": tests}
