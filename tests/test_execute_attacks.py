@@ -187,6 +187,17 @@ RIGHT = {"assert": ("def add(a, b):\n    return a + b\n", ADD),
 # ---- attacks that run as single jobs -------------------------------------------------------------------------------
 # (id, code, tests); the id names the class (c1..c8) and the trick.
 
+# rewrites any 4-item report the harness encodes with json into a pass
+VERDICT_LIAR = src("""
+    import json
+    class Liar(json.JSONEncoder):
+        def encode(self, o):
+            if isinstance(o, list) and len(o) == 4 and isinstance(o[0], str):
+                o = ['passed', 2, 2, '']
+            return super().encode(o)
+    json._default_encoder = Liar()
+""")
+
 ATTACKS = [
     # 1. the report channel's secret is readable by the program
     ("c1-getframe-calls-report", FIND_REPORT + "find_report()('done', '[\"passed\", 2, 2, \"\"]')\n"
@@ -303,24 +314,8 @@ ATTACKS = [
     """) + WRONG_CALL, CALL),
 
     # 2. the harness's own tools are the program's to patch
-    ("c2-json-default-encoder-rewrites-verdict", src("""
-        import json
-        class Liar(json.JSONEncoder):
-            def encode(self, o):
-                if isinstance(o, list) and len(o) == 4 and isinstance(o[0], str):
-                    o = ['passed', 2, 2, '']
-                return super().encode(o)
-        json._default_encoder = Liar()
-    """) + WRONG_ADD, ADD),
-    ("c2-json-default-encoder-unittest", src("""
-        import json
-        class Liar(json.JSONEncoder):
-            def encode(self, o):
-                if isinstance(o, list) and len(o) == 4 and isinstance(o[0], str):
-                    o = ['passed', 2, 2, '']
-                return super().encode(o)
-        json._default_encoder = Liar()
-    """) + WRONG_UT, UT),
+    ("c2-json-default-encoder-rewrites-verdict", VERDICT_LIAR + WRONG_ADD, ADD),
+    ("c2-json-default-encoder-unittest", VERDICT_LIAR + WRONG_UT, UT),
     ("c2-json-encoder-relabels-call-cases", src("""
         import json
         class Liar(json.JSONEncoder):
