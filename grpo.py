@@ -425,24 +425,9 @@ def per_token_loss(logps, old_logps, ref_logps, advantages, epsilon_low, epsilon
 
 
 def train(args):
-    rank, world, device = setup_distributed()
+    rank, world, device = start_run(args)
     master = rank == 0
     print0 = print if master else (lambda *a, **k: None)
-    if args.exec_workers is None:
-        args.exec_workers = default_workers()
-    if args.precision == "auto":
-        args.precision = "bf16" if device.type == "cuda" else "fp32"
-    if args.grad_ckpt is None:
-        args.grad_ckpt = device.type == "cuda"
-    check_config(args, world)
-    print0(json.dumps(vars(args), indent=1))
-    os.makedirs(args.out, exist_ok=True)
-    barrier()
-    if master:
-        sweep_checkpoints(args.out)
-        with open(os.path.join(args.out, "config.json"), "w") as f:
-            json.dump(vars(args), f, indent=1)
-
     problems = load_problems(args.data, args.data_benchmark, need_reference=args.algo == "sft", tasks=TASKS)
     eval_problems = load_problems(args.eval_data, args.eval_benchmark, tasks=TASKS) if args.eval_data else []
     if args.eval_limit:
@@ -464,27 +449,12 @@ def train(args):
     print0(f"{len(problems)} training problems, {world} rank(s), {args.parallel}, {args.precision}, "
            f"starting at step {start_step}" + (f" (resumed from {resume_from})" if resume_from else ""))
 
-    metrics_path = os.path.join(args.out, "metrics.jsonl")
-    if master and os.path.exists(metrics_path):  # drop the lines of steps the resumed run will redo
-        truncate_metrics(metrics_path, start_step)
-    wandb_run = None
-    if master and args.wandb_project:
-        try:
-            import wandb
-        except ImportError:
-            fail("--wandb-project needs wandb: pip install wandb")
-        wandb_run = wandb.init(project=args.wandb_project, name=os.path.basename(os.path.abspath(args.out)),
-                               config=vars(args), resume="allow")
-
-    def log(step, metrics):
-        if master:
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(dict(step=step, **metrics)) + "\n")
-            if wandb_run is not None:
-                wandb_run.log(metrics, step=step)
+    log = MetricsLog(args, start_step) if master else None
 
     if eval_problems and args.eval_every and start_step == 0:
-        log(0, evaluate_policy(args, policy, tokenizer, eval_problems, rank, world, device))
+        first = evaluate_policy(args, policy, tokenizer, eval_problems, rank, world, device)
+        if log:
+            log(0, first)
 
     G = args.group_size if args.algo == "grpo" else 1
     per_rank = args.batch_size // G // world  # problems per rank per step
@@ -499,18 +469,8 @@ def train(args):
             seqs, metrics = sft_sequences(args, tokenizer, local, sft_eos), {}
             gen_time = reward_time = 0.0
         else:
-            seed = (args.seed * 1_000_003 + step) * 4096 + rank  # a fresh, reproducible stream per step and rank
-            if args.dynamic_sampling:
-                samples, sample_problems, parts, gen_time, reward_time, sampling_metrics = dynamic_sampling(
-                    args, policy, tokenizer, problems, step, seed, rank, world, device, reward_model)
-            else:
-                samples, sample_problems, parts, gen_time, reward_time = sample_and_score(
-                    args, policy, tokenizer, local, G, seed, reward_model)
-                sampling_metrics = {}
-            seqs, metrics = grpo_sequences(args, samples, parts, eos_ids, pad_id, rank, device)
-            metrics.update(sampling_metrics)
-            if args.dump_every and step % args.dump_every == 0:
-                dump_samples(args, step, sample_problems, samples, parts, seqs, rank)
+            seqs, metrics, gen_time, reward_time = grpo_batch(args, policy, tokenizer, problems, local, step, rank,
+                                                              world, device, reward_model, eos_ids, pad_id)
         t_scored = time.perf_counter()
         n_sequences, total_tokens = all_sum([len(seqs), sum(s["n_tokens"] for s in seqs)], device)
         loss_type = "dapo" if args.algo == "sft" else args.loss_type  # SFT: the token mean over the batch
@@ -527,15 +487,8 @@ def train(args):
         metrics.update(loss=totals["loss"], entropy=totals["entropy"] / tokens, grad_norm=grad_norm,
                        lr=scheduler.get_last_lr()[0], trained_tokens=int(totals["tokens"] / args.num_iterations),
                        tokens_per_s=total_tokens / step_time, step_time=step_time, gen_time=gen_time,
-                       reward_time=reward_time, train_time=t_end - t_scored)
-        if device.type == "cuda":  # this step's peak on this rank: what sizing --batch-size and --token-budget needs
-            metrics["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-            torch.cuda.reset_peak_memory_stats(device)
+                       reward_time=reward_time, train_time=t_end - t_scored, **update_metrics(args, totals, device))
         if args.algo == "grpo":
-            metrics.update(clip_low=totals["clip_low"] / tokens, clip_high=totals["clip_high"] / tokens,
-                           clip_region=totals["clip_region"] / tokens, **mismatch_metrics(args, totals))
-            if args.beta:
-                metrics["kl"] = totals["kl"] / tokens
             warning = truncation.update(metrics["clipped_ratio"], args.max_new_tokens)
             if warning and master:
                 print(warning, file=sys.stderr, flush=True)
@@ -546,18 +499,104 @@ def train(args):
         done = step + 1
         if eval_problems and args.eval_every and (done % args.eval_every == 0 or done == args.steps):
             metrics.update(evaluate_policy(args, policy, tokenizer, eval_problems, rank, world, device))
-        log(done, metrics)
+        if log:
+            log(done, metrics)
         if (args.save_every and done % args.save_every == 0) or done == args.steps:
             save_checkpoint(args, policy, tokenizer, optimizer, scheduler, done, rank, world)
     bar.close()
-    if wandb_run is not None:
-        wandb_run.finish()
+    if log:
+        log.close()
     return policy
 
 
 # -----------------------------------------------------------------------------
-# The machinery train() calls: log-probs (a chunked head), micro-batches, distributed, checkpoints,
-# rollout, batches, the optimizer step
+# The machinery train() calls: the run's start and its metrics log, a GRPO step's batch, log-probs (a chunked head),
+# micro-batches, distributed, checkpoints, batches, the optimizer step
+
+
+def start_run(args):
+    """Join the process group, fill in the defaults that depend on the device, check the flags, print the config and
+    save it; sweep what a crashed save left in --out. Returns (rank, world, device)."""
+    rank, world, device = setup_distributed()
+    if args.exec_workers is None:
+        args.exec_workers = default_workers()
+    if args.precision == "auto":
+        args.precision = "bf16" if device.type == "cuda" else "fp32"
+    if args.grad_ckpt is None:
+        args.grad_ckpt = device.type == "cuda"
+    check_config(args, world)
+    if rank == 0:
+        print(json.dumps(vars(args), indent=1))
+    os.makedirs(args.out, exist_ok=True)
+    barrier()
+    if rank == 0:
+        sweep_checkpoints(args.out)
+        with open(os.path.join(args.out, "config.json"), "w") as f:
+            json.dump(vars(args), f, indent=1)
+    return rank, world, device
+
+
+class MetricsLog:
+    """metrics.jsonl (rank 0), and wandb with --wandb-project. A resumed run first drops the lines of the steps it
+    will redo, so the file holds each step once."""
+
+    def __init__(self, args, start_step):
+        self.path = os.path.join(args.out, "metrics.jsonl")
+        if os.path.exists(self.path):
+            truncate_metrics(self.path, start_step)
+        self.wandb_run = None
+        if args.wandb_project:
+            try:
+                import wandb
+            except ImportError:
+                fail("--wandb-project needs wandb: pip install wandb")
+            self.wandb_run = wandb.init(project=args.wandb_project, name=os.path.basename(os.path.abspath(args.out)),
+                                        config=vars(args), resume="allow")
+
+    def __call__(self, step, metrics):
+        with open(self.path, "a") as f:
+            f.write(json.dumps(dict(step=step, **metrics)) + "\n")
+        if self.wandb_run is not None:
+            self.wandb_run.log(metrics, step=step)
+
+    def close(self):
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
+
+
+def grpo_batch(args, policy, tokenizer, problems, local, step, rank, world, device, reward_model, eos_ids, pad_id):
+    """Sample G completions of each of this rank's problems (or, with --dynamic-sampling, of as many as it takes),
+    score them, and turn them into training sequences with their advantages. Returns (sequences, metrics,
+    generation seconds, reward seconds)."""
+    seed = (args.seed * 1_000_003 + step) * 4096 + rank  # a fresh, reproducible stream per step and rank
+    if args.dynamic_sampling:
+        samples, sample_problems, parts, gen_time, reward_time, sampling_metrics = dynamic_sampling(
+            args, policy, tokenizer, problems, step, seed, rank, world, device, reward_model)
+    else:
+        samples, sample_problems, parts, gen_time, reward_time = sample_and_score(
+            args, policy, tokenizer, local, args.group_size, seed, reward_model)
+        sampling_metrics = {}
+    seqs, metrics = grpo_sequences(args, samples, parts, eos_ids, pad_id, rank, device)
+    metrics.update(sampling_metrics)
+    if args.dump_every and step % args.dump_every == 0:
+        dump_samples(args, step, sample_problems, samples, parts, seqs, rank)
+    return seqs, metrics, gen_time, reward_time
+
+
+def update_metrics(args, totals, device):
+    """The optimizer side of a step's metrics: clipping, the rollout/training mismatch, KL, and (CUDA) this rank's
+    peak memory in the step, what sizing --batch-size and --token-budget needs."""
+    tokens = max(1.0, totals["tokens"])
+    metrics = {}
+    if device.type == "cuda":
+        metrics["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+        torch.cuda.reset_peak_memory_stats(device)
+    if args.algo == "grpo":
+        metrics.update(clip_low=totals["clip_low"] / tokens, clip_high=totals["clip_high"] / tokens,
+                       clip_region=totals["clip_region"] / tokens, **mismatch_metrics(args, totals))
+        if args.beta:
+            metrics["kl"] = totals["kl"] / tokens
+    return metrics
 
 
 def rollout_is_weights(train_logps, engine_logps, sequence_index, mode, cap):
