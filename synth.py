@@ -638,7 +638,8 @@ def read_jsonl(path, numbered=False):
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg.removesuffix(' at')} at column {e.colno})") from None
+                reason = e.msg.removesuffix(" at")
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({reason} at column {e.colno})") from None
             if not isinstance(row, dict):
                 raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
             rows.append((lineno, row) if numbered else row)
