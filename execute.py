@@ -79,6 +79,8 @@ ANSWER_LIMIT = 256 << 20     # largest answer frame a program may send; larger i
 DIGEST_ABOVE = 8 << 20       # a call result whose plain JSON is longer is shipped to the caller as a sha256 digest
 RUN_CWD = "/sandbox"         # a run's cwd and HOME in namespaced mode (on the run's fresh tmpfs)
 RUN_DIR = "/.run"            # where that tmpfs is mounted; /sandbox, /tmp and /dev/shm point into it
+PER_RUN = {"/tmp/": RUN_DIR + "/tmp/", "/dev/shm/": RUN_DIR + "/shm/"}   # host prefix -> where a run has its own
+STASH = "/.install"          # where a Python install found under a PER_RUN prefix waits to be bound into each run
 # "auto": the strongest isolation the machine allows. "minimal": no namespaces and no uid switch, as on a machine
 # without privileges (used by the tests to exercise the fallback; never choose it for real training).
 SANDBOX = os.environ.get("RECODE_SANDBOX", "auto")
@@ -901,17 +903,23 @@ def _private_root():
     _host_paths() (read-only), a few device nodes, a /proc, and empty mount points for the runs' tmpfs; then
     pivot_root into it, so the old root is gone from this namespace. Returns whether /proc hides other uids."""
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    # Held open before the new root covers /tmp, so that a Python install under /tmp can still be bound from them.
+    host = [(path, os.readlink(path) if os.path.islink(path) else os.open(path, os.O_PATH)) for path in _host_paths()]
     new = "/tmp" if os.path.isdir("/tmp") else "/mnt"
     _mount("tmpfs", new, "tmpfs", MS_NOSUID, "size=1m,mode=0755")
-    for path in _host_paths():
-        target = new + path
-        if os.path.islink(path):
+    for path, link_or_fd in host:
+        per_run = any(path.startswith(prefix) for prefix in PER_RUN)
+        target = new + (STASH + path if per_run else path)
+        if type(link_or_fd) is str:
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            os.symlink(os.readlink(path), target)
-            continue
-        os.makedirs(target, exist_ok=True)
-        _mount(path, target, None, MS_BIND | MS_REC)
-        _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+            os.symlink(link_or_fd, target)
+        else:
+            os.makedirs(target, exist_ok=True)
+            _mount(f"/proc/self/fd/{link_or_fd}", target, None, MS_BIND | MS_REC)
+            os.close(link_or_fd)
+            _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        if per_run:
+            _stashed.append(path)
     # One tmpfs per run, mounted at /.run, holds the run's cwd, /tmp and /dev/shm (each mount a run makes costs
     # time at its start and its end); the root points at them with symlinks.
     os.makedirs(new + "/dev")
@@ -960,13 +968,23 @@ def _probe(setup):
 
 
 def _run_mounts(uid):
-    """A run's own mount and IPC namespace with a fresh tmpfs for cwd, /tmp and /dev/shm: gone with the run."""
+    """A run's own mount and IPC namespace with a fresh tmpfs for cwd, /tmp and /dev/shm: gone with the run. A Python
+    install under /tmp or /dev/shm is bound back, read-only, at its own path in the run's /tmp or /dev/shm."""
     _unshare(CLONE_NEWNS | CLONE_NEWIPC)
     _mount("tmpfs", RUN_DIR, "tmpfs", MS_NOSUID | MS_NODEV, f"size={SCRATCH_MB}m,mode=0755")
     for name, mode in (("cwd", 0o700), ("tmp", 0o1777), ("shm", 0o1777)):
         os.mkdir(f"{RUN_DIR}/{name}")
         os.chmod(f"{RUN_DIR}/{name}", mode)
         os.chown(f"{RUN_DIR}/{name}", uid, uid)
+    for path in _stashed:
+        prefix = next(p for p in PER_RUN if path.startswith(p))
+        target = PER_RUN[prefix] + path[len(prefix):]
+        os.makedirs(target, 0o755)
+        _mount(STASH + path, target, None, MS_BIND | MS_REC)
+        _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+_stashed = []       # host paths of the Python install under a PER_RUN prefix (set in the zygote by _private_root)
 
 
 def _probe_pid_namespace():

@@ -583,6 +583,34 @@ def test_test_code_never_enters_a_program_process():
     assert run(in_memory, leak, timeout=20.0)["status"] == "passed"   # the scan does find what is there
 
 
+def test_a_python_install_under_tmp_is_seen_by_its_runs_read_only():
+    """A venv in /tmp (common in containers): a run's /tmp is its own, so the install is bound back into it at its
+    own path, read-only; a module only that venv has must import, and its directory must not be writable."""
+    work = tempfile.mkdtemp(prefix="recode-venv-test-", dir="/tmp")
+    try:
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", work + "/venv"],
+                       check=True)
+        site = subprocess.run([work + "/venv/bin/python", "-c", "import site; print(site.getsitepackages()[0])"],
+                              check=True, capture_output=True, text=True).stdout.strip()
+        with open(site + "/recode_probe_module.py", "w") as f:
+            f.write("ANSWER = 42\n")
+        probe = ("import os, recode_probe_module as m\n"
+                 "def f():\n"
+                 "    try:\n        open(os.path.dirname(m.__file__) + '/x', 'w').close()\n        writable = True\n"
+                 "    except OSError:\n        writable = False\n"
+                 "    return [m.ANSWER, writable, os.path.exists(os.path.dirname(m.__file__) + '/x')]\n")
+        jobs = [{"id": 0, "code": probe, "tests": {"type": "call", "fn_name": "f",
+                                                  "cases": [{"args": [], "expected": [42, False, False]}]}}]
+        script = (f"import json, sys; sys.path.insert(0, {ROOT!r}); import execute; "
+                  f"print(json.dumps([execute.run_jobs({jobs!r}, workers=1), execute.isolation()]))")
+        out = subprocess.run([work + "/venv/bin/python", "-c", script], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        results, isolation = json.loads(out.stdout.strip().splitlines()[-1])
+        assert results[0]["status"] == "passed", (results[0], isolation)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def test_a_run_sees_only_itself():
     probe = ("import os, sys, tempfile, resource\n"
              "def f(root, data):\n"
