@@ -181,7 +181,8 @@ FAST_ARCHS = {"qwen2": {}, "llama": dict(rope_parameters=dict(rope_type="llama3"
 @pytest.mark.parametrize("arch", FAST_ARCHS)
 def test_fast_decode_step_matches_the_models_own_forward(tokenizer, arch):
     """The decode step written out from the weights against the model's forward, step by step: the same greedy
-    tokens, log-probs within 1e-5 (fp32), across left padding, several EOS ids and rows dropped from the batch."""
+    tokens, log-probs within 1e-5 (fp32, plus 2e-6 relative), across left padding, several EOS ids and rows dropped
+    from the batch."""
     model = tiny_model(tokenizer, arch, initializer_range=0.3, **FAST_ARCHS[arch])
     cache = synth.new_cache(model, 8)
     assert synth.fast_decode_step(model, cache, 8) is not None, f"{arch} should take the fast path"
@@ -195,8 +196,8 @@ def test_fast_decode_step_matches_the_models_own_forward(tokenizer, arch):
         slow = generate(model, tokenizer, PROMPTS, temperature=temperature, seed=5, fast=False, **settings)
         assert [s.token_ids for s in fast] == [s.token_ids for s in slow]
         assert temperature or len({len(s.token_ids) for s in fast}) > 1, "rows should end at different steps"
-        for a, b in zip(fast, slow):
-            torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5, rtol=0)
+        for a, b in zip(fast, slow):  # log-probs of this peaked model reach -10, where fp32 rounds at ~1e-6
+            torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5, rtol=2e-6)
 
 
 @pytest.mark.parametrize("weights", ["bf16", "fp32 under bf16 autocast"])  # the second is grpo.py's bf16 mode
