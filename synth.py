@@ -133,7 +133,7 @@ class Sample:
     text: str                  # completion text, without the EOS token and without the stop string
     token_ids: list            # completion tokens, including the EOS token or the token that completed the stop string
     logprobs: list             # log_softmax(logits / T)[token] per token (raw logits when T == 0)
-    finish_reason: str         # "eos" | "stop" | "length"
+    finish_reason: str         # "eos" | "stop" | "length" | "early" (generate's finish_share)
     prompt_token_ids: list
 
 
@@ -496,7 +496,7 @@ def is_sharded(model):
 
 @torch.inference_mode()  # not just no_grad: skipping autograd's version and view bookkeeping saves ~10% per step
 def generate(model, tokenizer, prompts, n=1, max_new_tokens=256, temperature=1.0, top_p=1.0, top_k=0, stop=(), seed=0,
-             lockstep=None, sync_every=16, fast=True, static=True, cuda_graphs=True, on_finish=None):
+             lockstep=None, sync_every=16, fast=True, static=True, cuda_graphs=True, finish_share=1.0, on_finish=None):
     """Sample n completions for each prompt (strings, already formatted). Returns len(prompts) * n Samples,
     prompt-major: sample j of prompt i at index i * n + j. Callers batch prompts to fit memory: the cache holds
     len(prompts) * n rows of max_new_tokens tokens, plus one copy per prompt of the longest prompt (static) or
@@ -510,14 +510,17 @@ def generate(model, tokenizer, prompts, n=1, max_new_tokens=256, temperature=1.0
     static: the written-out step at fixed shapes (StaticDecoder: one prompt cache per group of n samples, a fixed
     batch and attention window); False: over a cache that grows by a column per step, finished rows dropped at every
     sync. cuda_graphs: on a CUDA device, replay the static step as CUDA graphs (no effect on CPU or with static=False).
+    finish_share < 1: at the first sync point where at least this share of the rows has finished, end the others
+    (finish_reason "early", no EOS): the long tail of a batch stops costing steps in which few rows still run.
     on_finish(index, sample): called at the sync point where row `index` (its place in the returned list) finishes,
     with its final Sample, so that a caller can score it while the other rows still decode; keep it quick (hand the
     work to a thread): the decode loop waits for it.
     """
     stop = (stop,) if isinstance(stop, str) else tuple(stop)  # stop="\n\n" must not become one stop per character
-    if n < 1 or max_new_tokens < 1 or temperature < 0 or not 0 < top_p <= 1 or top_k < 0 or sync_every < 1:
+    if (n < 1 or max_new_tokens < 1 or temperature < 0 or not 0 < top_p <= 1 or top_k < 0 or sync_every < 1
+            or not 0 < finish_share <= 1):
         raise ValueError(f"bad sampling settings: n={n} max_new_tokens={max_new_tokens} temperature={temperature} "
-                         f"top_p={top_p} top_k={top_k} sync_every={sync_every}")
+                         f"top_p={top_p} top_k={top_k} sync_every={sync_every} finish_share={finish_share}")
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         model = model.module  # DDP's forward broadcasts buffers: a collective per step that ranks would not match
     if lockstep is None:
@@ -532,13 +535,13 @@ def generate(model, tokenizer, prompts, n=1, max_new_tokens=256, temperature=1.0
     model.eval()  # no dropout while sampling; the caller's mode is restored below
     try:
         return _generate(model, tokenizer, list(prompts), n, max_new_tokens, temperature, top_p, top_k, stop, seed,
-                         lockstep, sync_every, fast, static, cuda_graphs, on_finish)
+                         lockstep, sync_every, fast, static, cuda_graphs, finish_share, on_finish)
     finally:
         model.train(was_training)
 
 
 def _generate(model, tokenizer, prompts, n, max_new_tokens, temperature, top_p, top_k, stop, seed, lockstep,
-              sync_every, fast, static, cuda_graphs, on_finish):
+              sync_every, fast, static, cuda_graphs, finish_share, on_finish):
     device = next(model.parameters()).device
     forward_args = inspect.signature(model.forward).parameters
     cache_arg = "cache" if "cache" in forward_args else "past_key_values"  # transformers renamed it in 5.x
@@ -605,6 +608,9 @@ def _generate(model, tokenizer, prompts, n, max_new_tokens, temperature, top_p, 
 
         if running and (step % sync_every == 0 or step == max_new_tokens):
             keep, done = rows.collect(step, step == max_new_tokens, tokenizer, stop)
+            if keep and len(keep) <= (1 - finish_share) * len(samples):
+                done += rows.end_early(keep)
+                keep = []
             for row in done if on_finish is not None else ():
                 samples[row] = finished(row)
                 on_finish(row, samples[row])
@@ -615,7 +621,8 @@ def _generate(model, tokenizer, prompts, n, max_new_tokens, temperature, top_p, 
                 size = 1 << (len(live) - 1).bit_length()
                 if size < decoder.groups:
                     idle = [g for g in range(decoder.groups) if g not in live]
-                    index = decoder.select_groups(torch.tensor(sorted([*live, *idle[:size - len(live)]]), device=device))
+                    kept = sorted([*live, *idle[:size - len(live)]])
+                    index = decoder.select_groups(torch.tensor(kept, device=device))
                     tokens = tokens[index]
                     rows.select(index.tolist(), index)
             elif done and keep:  # compact: later steps cost only what the unfinished rows need
@@ -709,6 +716,14 @@ class _Rows:
                 done.append(row)
                 self.alive[i] = None
         return keep, done
+
+    def end_early(self, positions):
+        """End the rows at these batch positions as they are (finish_reason "early"); returns their rows in the
+        returned list."""
+        ended = [self.alive[i] for i in positions]
+        for i, row in zip(positions, ended):
+            self.finish_reason[row], self.alive[i] = "early", None
+        return ended
 
     def select(self, keep, index):
         """Keep only the batch rows at positions `keep` (index: the same on the device)."""

@@ -159,15 +159,20 @@ def test_logprobs_equal_a_fresh_forward_pass(tokenizer, temperature, top_k, top_
     samples = generate(model, tokenizer, PROMPTS, n=2, max_new_tokens=16, temperature=temperature, top_k=top_k,
                        top_p=top_p, seed=1, sync_every=4)
     for sample in samples:
-        ids = sample.prompt_token_ids + sample.token_ids
-        with torch.no_grad():
-            logits = model(torch.tensor([ids])).logits[0].float()
-        start = len(sample.prompt_token_ids) - 1
-        logits = logits[start:start + len(sample.token_ids)]
-        # log_softmax(logits / T) before top-k/top-p: the numbers GRPO trains on (raw logits when greedy)
-        logprobs = (logits / temperature if temperature > 0 else logits).log_softmax(-1)
-        expected = logprobs.gather(-1, torch.tensor(sample.token_ids)[:, None]).squeeze(-1)
-        torch.testing.assert_close(torch.tensor(sample.logprobs), expected, atol=1e-4, rtol=0)
+        torch.testing.assert_close(torch.tensor(sample.logprobs), forward_logprobs(model, sample, temperature),
+                                   atol=1e-4, rtol=0)
+
+
+def forward_logprobs(model, sample, temperature):
+    """The sample's log-probs from one fresh forward over prompt + completion: log_softmax(logits / T) before
+    top-k/top-p, the numbers GRPO trains on (raw logits when greedy)."""
+    ids = sample.prompt_token_ids + sample.token_ids
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0].float()
+    start = len(sample.prompt_token_ids) - 1
+    logits = logits[start:start + len(sample.token_ids)]
+    logprobs = (logits / temperature if temperature > 0 else logits).log_softmax(-1)
+    return logprobs.gather(-1, torch.tensor(sample.token_ids)[:, None]).squeeze(-1)
 
 
 # qwen3 adds RMSNorm on queries and keys; mistral without a sliding window is llama's layout; the llama case uses a
