@@ -4,10 +4,12 @@ loaders; the ReCode output format (prompts, completions, code and answer extract
 a benchmark into a samples file; the reward model's data (CRPL variants, LCB-RB pairs); the toy tasks and toy teacher
 of grpo.py's CPU toy world.
 
-The engine (`generate`) is a hand-written batched KV-cache loop: one prefill per distinct prompt, copied to its n
-samples; KV buffers preallocated for prompt + completion; for plain decoders (llama, qwen2, qwen3, mistral) a decode
-step written out from the weights; seeded sampling on the device, which the host reads only every `sync_every`
-steps; lockstep decoding across ranks for FSDP. Each Sample carries the log-probs grpo.py trains on.
+The engine (`generate`) is a hand-written batched KV-cache loop: one prefill per distinct prompt; for plain decoders
+(llama, qwen2, qwen3, mistral) a decode step written out from the weights at static shapes (StaticDecoder: the
+prompt's KV stored once and read by its n samples, completion KV preallocated, a fixed batch and attention window
+per step), replayed as CUDA graphs on a GPU; other models run their own forward over a preallocated cache; seeded
+sampling on the device, which the host reads only every `sync_every` steps; lockstep decoding across ranks for
+FSDP. Each Sample carries the log-probs grpo.py trains on.
 
     python synth.py generate --model Qwen/Qwen2.5-Coder-1.5B-Instruct --prompt "Reverse a list in Python." -n 4
     python synth.py generate --model PATH --prompt "def fib(n):" --raw --temperature 0 --max-new-tokens 64
@@ -23,13 +25,13 @@ CRPL: a teacher rewrites each problem's reasoning into an optimized variant and 
 paper's three dimensions); the original's and the optimized code must pass the problem's tests (math: reach the gold
 answer), a copy of the original is no variant, every drop is counted, and a rerun resumes. LCB-RB: chosen reasoning
 behind code that passes, rejected behind code that fails, optionally judged. File formats: README.md. Tests, bench:
-    python -m pytest -q tests/test_synth.py tests/test_toy.py;  python bench/bench_generate.py [--gpu]
+    python -m pytest -q tests/test_synth.py tests/test_engine.py tests/test_toy.py;  python bench/bench_generate.py
+    python bench/gpu_check.py --all    # on a GPU: CUDA graphs against the eager step, and every GPU figure
 """
 
 import argparse
 import ast
 import base64
-import contextlib
 import difflib
 import email.utils
 import functools
@@ -397,17 +399,17 @@ class StaticDecoder:
     def capture(self, window):
         if self.pool is None:
             self.pool = torch.cuda.graph_pool_handle()  # one memory pool for every graph: they never run at once
-        # autocast's cache of cast weights would be freed when the caller's autocast exits, under a graph that still
-        # reads it: with the cache off, the casts are kernels of the graph
-        autocast = (torch.autocast("cuda", dtype=torch.get_autocast_dtype("cuda"), cache_enabled=False)
-                    if torch.is_autocast_enabled("cuda") else contextlib.nullcontext())
+        # The warm-up sets cuBLAS and the allocator up outside the capture, and writes the same keys and values the
+        # replay writes. Under the caller's autocast (fp32 weights, grpo.py's bf16 mode) it also fills autocast's
+        # cache of bf16 weights, which the capture then reads instead of casting every weight at every step: those
+        # copies live until the caller's autocast exits, after generate() and its graphs are gone.
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side), autocast:  # warm-up: cuBLAS and the allocator set up outside the capture;
-            self.forward(window)                 # it writes the same keys and values the replay writes
+        with torch.cuda.stream(side):
+            self.forward(window)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool), autocast:
+        with torch.cuda.graph(graph, pool=self.pool):
             logits = self.forward(window)
         return graph, logits
 
@@ -496,7 +498,7 @@ def is_sharded(model):
 
 @torch.inference_mode()  # not just no_grad: skipping autograd's version and view bookkeeping saves ~10% per step
 def generate(model, tokenizer, prompts, n=1, max_new_tokens=256, temperature=1.0, top_p=1.0, top_k=0, stop=(), seed=0,
-             lockstep=None, sync_every=16, fast=True, static=True, cuda_graphs=True, finish_share=1.0, on_finish=None):
+             lockstep=None, sync_every=16, fast=True, static=None, cuda_graphs=True, finish_share=1.0, on_finish=None):
     """Sample n completions for each prompt (strings, already formatted). Returns len(prompts) * n Samples,
     prompt-major: sample j of prompt i at index i * n + j. Callers batch prompts to fit memory: the cache holds
     len(prompts) * n rows of max_new_tokens tokens, plus one copy per prompt of the longest prompt (static) or
@@ -509,7 +511,9 @@ def generate(model, tokenizer, prompts, n=1, max_new_tokens=256, temperature=1.0
     any other model, calls the model's own forward at every step. Prefill always runs the model's forward.
     static: the written-out step at fixed shapes (StaticDecoder: one prompt cache per group of n samples, a fixed
     batch and attention window); False: over a cache that grows by a column per step, finished rows dropped at every
-    sync. cuda_graphs: on a CUDA device, replay the static step as CUDA graphs (no effect on CPU or with static=False).
+    sync; None: on a CUDA device, and on a CPU when the longest prompt has at least max_new_tokens tokens (there the
+    shared prompt saves more than the static step's extra kernels per layer cost; with short prompts and a small
+    model the growing cache is faster on a CPU). cuda_graphs: on a CUDA device, replay the static step as CUDA graphs (no effect on CPU or with static=False).
     finish_share < 1: at the first sync point where at least this share of the rows has finished, end the others
     (finish_reason "early", no EOS): the long tail of a batch stops costing steps in which few rows still run.
     on_finish(index, sample): called at the sync point where row `index` (its place in the returned list) finishes,
@@ -558,6 +562,8 @@ def _generate(model, tokenizer, prompts, n, max_new_tokens, temperature, top_p, 
     distinct_index = {p: i for i, p in enumerate(encoded)}
     groups = torch.tensor([distinct_index[p] for p in prompts], device=device)  # the distinct prompt of each group
     source = groups.repeat_interleave(n)  # ... and of each row: row r is sample r % n of prompt r // n
+    if static is None:
+        static = device.type == "cuda" or prompt_len >= max_new_tokens
     static = static and fast and runs_written_out(model) and all(
         isinstance(layer, PreallocatedLayer) for layer in new_cache(model, 1).layers)
     # static: the prefill cache holds the prompts only, and becomes StaticDecoder's shared prompt cache
@@ -2453,6 +2459,7 @@ def parse_args(argv=None):
     gen.add_argument("--dtype", default=None, help="bf16 | fp16 | fp32 (default: bf16 on GPU, fp32 on CPU)")
     gen.add_argument("--device", default=None)
     gen.add_argument("--trust-remote-code", action="store_true")
+    gen.add_argument("--no-cuda-graphs", action="store_true", help="decode without CUDA graphs (generate(cuda_graphs=))")
     shared = argparse.ArgumentParser(add_help=False)  # teacher, sandbox and model settings of crpl and lcb-rb
     shared.add_argument("--teacher-model", help="model name an HTTP teacher or judge serves")
     shared.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
@@ -2524,7 +2531,7 @@ def cmd_generate(args):
     start = time.perf_counter()
     samples = generate(model, tokenizer, prompts, n=args.n, max_new_tokens=args.max_new_tokens,
                        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, stop=args.stop,
-                       seed=args.seed)
+                       seed=args.seed, cuda_graphs=not args.no_cuda_graphs)
     seconds = time.perf_counter() - start
     for index, sample in enumerate(samples):
         print(f"--- prompt {sample.prompt_index} sample {index % args.n}: {len(sample.token_ids)} tokens, "

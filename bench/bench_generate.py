@@ -1,8 +1,10 @@
 """
 Benchmark: the synth.py generation engine vs transformers' model.generate, on the same random-init model, prompts and
 sampling settings, side by side in one run. Prints generated tokens/s for each and the ratios. The engine runs in
-several modes: its default (the static decode step; CUDA graphs on a GPU), on a GPU also without graphs, with
-static=False (the written-out step over a growing cache) and with fast=False (the model's own forward at every step).
+several modes: its default (on a GPU the static decode step with CUDA graphs; on a CPU the static step when the
+prompts are at least as long as the completions, else the growing cache), on a GPU also without graphs, on a CPU
+with static=True, with static=False (the written-out step over a growing cache) and with fast=False (the model's own
+forward at every step).
 
     python bench/bench_generate.py                        # CPU: random-init ~4M Qwen2, 64 prompts x 8 x 128 tokens
     python bench/bench_generate.py --prompt-tokens 16 64  # shorter prompts (less prefill for model.generate to redo)
@@ -119,9 +121,9 @@ def hf_generate(model, prompts, n, max_new_tokens):
     return n_tokens, None
 
 
-ENGINES = {"engine": engine()}
-if args.gpu:
-    ENGINES["engine, no graphs"] = engine(cuda_graphs=False)
+ENGINES = {"engine": engine()}  # the default: static on a GPU; on a CPU static only with prompts >= new tokens
+ENGINES["engine, no graphs" if args.gpu else "engine, static=True"] = engine(
+    **(dict(cuda_graphs=False) if args.gpu else dict(static=True)))
 ENGINES["engine, static=False"] = engine(static=False)
 if not args.no_slow:
     ENGINES["engine, fast=False"] = engine(fast=False)

@@ -65,7 +65,8 @@ def test_static_path_matches_model_generate_and_a_fresh_forward(tokenizer, arch,
     model.generation_config.eos_token_id = [tokenizer.eos_token_id] + [plain[row][k] for row, k in ((1, 4), (2, 9),
                                                                                                  (4, 16))]
     expected = reference_generate(model, tokenizer, PROMPTS, max_new)
-    samples = generate(model, tokenizer, PROMPTS, n=n, max_new_tokens=max_new, temperature=0, sync_every=2)
+    samples = generate(model, tokenizer, PROMPTS, n=n, max_new_tokens=max_new, temperature=0, sync_every=2,
+                       static=True)
     assert [s.token_ids for s in samples] == [expected[i // n] for i in range(len(samples))]
     assert len({len(ids) for ids in expected}) > 2, "rows should end at different steps"
     assert shrinks and shrinks == sorted(shrinks, reverse=True) and all(s & (s - 1) == 0 for s in shrinks), shrinks
@@ -81,7 +82,7 @@ def test_static_and_growing_cache_paths_sample_the_same_tokens(tokenizer, small_
     model = tiny_model(tokenizer, "qwen2", initializer_range=0.3)
     model.generation_config.eos_token_id = [tokenizer.eos_token_id] + list(range(40, 60))  # rows end early
     settings = dict(n=3, max_new_tokens=20, temperature=1.0, top_p=0.9, seed=3, sync_every=2)
-    static = generate(model, tokenizer, PROMPTS, **settings)
+    static = generate(model, tokenizer, PROMPTS, static=True, **settings)
     growing = generate(model, tokenizer, PROMPTS, static=False, **settings)
     assert [s.token_ids for s in static] == [s.token_ids for s in growing]
     assert {s.finish_reason for s in static} == {"eos", "length"} and small_windows[0]
@@ -101,13 +102,25 @@ def test_the_prompt_cache_is_one_copy_per_prompt(tokenizer, monkeypatch):
     monkeypatch.setattr(StaticDecoder, "__init__", recording_init)
     model = tiny_model(tokenizer, "qwen2")
     prompts = PROMPTS[:3]
-    generate(model, tokenizer, prompts, n=4, max_new_tokens=6, temperature=1.0)
+    generate(model, tokenizer, prompts, n=4, max_new_tokens=6, temperature=1.0, static=True)
     decoder, = made
     prompt_len = max(len(tokenizer(p)["input_ids"]) for p in prompts)
     kv_heads, head_dim = model.config.num_key_value_heads, model.config.hidden_size // model.config.num_attention_heads
     assert len(decoder.prompt_keys) == model.config.num_hidden_layers
     assert decoder.prompt_keys[0].shape == (3, kv_heads, prompt_len, head_dim)
     assert decoder.decode_keys[0].shape == (3 * 4, kv_heads, 5, head_dim)
+
+
+def test_on_a_cpu_the_static_step_is_the_default_only_for_long_prompts(tokenizer, monkeypatch):
+    made = []
+    init = StaticDecoder.__init__
+    monkeypatch.setattr(StaticDecoder, "__init__", lambda self, *a, **k: made.append(init(self, *a, **k)))
+    model = tiny_model(tokenizer, "qwen2")
+    prompt_len = len(tokenizer(PROMPTS[1])["input_ids"])
+    generate(model, tokenizer, PROMPTS[1:2], n=2, max_new_tokens=prompt_len + 1)
+    assert not made
+    generate(model, tokenizer, PROMPTS[1:2], n=2, max_new_tokens=prompt_len)
+    assert len(made) == 1
 
 
 def test_cuda_graphs_replay_the_eager_step(tokenizer):
