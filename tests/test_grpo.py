@@ -455,14 +455,13 @@ if __name__ == "__main__":  # the 2-rank side of the test above, under torchrun:
     model_path, data, out = sys.argv[1:4]
     register_even_task()
     grpo.generate = per_prompt_generate
-    fast_decode_step, fast_steps = synth.fast_decode_step, []
+    runs_written_out, fast_steps = synth.runs_written_out, []
 
-    def counted(*args, **kwargs):  # which generate() calls ran the fast decode step
-        step = fast_decode_step(*args, **kwargs)
-        fast_steps.append(step is not None)
-        return step
+    def counted(model):  # which generate() calls ran a written-out decode step (static or over the growing cache)
+        fast_steps.append(runs_written_out(model))
+        return fast_steps[-1]
 
-    synth.fast_decode_step = counted
+    synth.runs_written_out = counted
     for parallel in ("ddp", "fsdp"):
         fast_steps.clear()
         grpo.train(rank_test_args(model_path, data, Path(out) / parallel, parallel))
