@@ -513,7 +513,8 @@ def generate(model, tokenizer, prompts, n=1, max_new_tokens=256, temperature=1.0
     batch and attention window); False: over a cache that grows by a column per step, finished rows dropped at every
     sync; None: on a CUDA device, and on a CPU when the longest prompt has at least max_new_tokens tokens (there the
     shared prompt saves more than the static step's extra kernels per layer cost; with short prompts and a small
-    model the growing cache is faster on a CPU). cuda_graphs: on a CUDA device, replay the static step as CUDA graphs (no effect on CPU or with static=False).
+    model the growing cache is faster on a CPU). cuda_graphs: on a CUDA device, replay the static step as CUDA
+    graphs (no effect on a CPU or without the static step).
     finish_share < 1: at the first sync point where at least this share of the rows has finished, end the others
     (finish_reason "early", no EOS): the long tail of a batch stops costing steps in which few rows still run.
     on_finish(index, sample): called at the sync point where row `index` (its place in the returned list) finishes,
@@ -2459,7 +2460,7 @@ def parse_args(argv=None):
     gen.add_argument("--dtype", default=None, help="bf16 | fp16 | fp32 (default: bf16 on GPU, fp32 on CPU)")
     gen.add_argument("--device", default=None)
     gen.add_argument("--trust-remote-code", action="store_true")
-    gen.add_argument("--no-cuda-graphs", action="store_true", help="decode without CUDA graphs (generate(cuda_graphs=))")
+    gen.add_argument("--no-cuda-graphs", action="store_true", help="decode without CUDA graphs")
     shared = argparse.ArgumentParser(add_help=False)  # teacher, sandbox and model settings of crpl and lcb-rb
     shared.add_argument("--teacher-model", help="model name an HTTP teacher or judge serves")
     shared.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
