@@ -323,6 +323,8 @@ def test_config_errors(model_dir, even_data, tmp_path):
     assert "launch with torchrun" in error("--reward", "outcome", "--batch-size", "16", "--parallel", "fsdp")
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "x", "tests": {"type": "call", "cases": []}}])
     assert "bad.jsonl:1" in error("--reward", "outcome", "--batch-size", "16", "--data", bad)
+    assert "--finish-share 0.0 must be in (0, 1]" in error("--reward", "outcome", "--batch-size", "16",
+                                                           "--finish-share", "0")
 
 
 def test_short_run_raises_mean_reward(model_dir, even_data, tmp_path):
