@@ -114,7 +114,11 @@ def parse_args(argv=None):
     p.add_argument("--epsilon-high", type=float, default=0.28, help="upper clip (clip-higher replaces the KL)")
     p.add_argument("--num-iterations", type=int, default=1, help="optimizer updates per batch of samples")
     p.add_argument("--beta", type=float, default=0.0, help="k3 KL coefficient; 0 loads no reference model")
-    p.add_argument("--mask-truncated", action="store_true", help="no loss on completions cut at --max-new-tokens")
+    p.add_argument("--mask-truncated", action="store_true",
+                   help="no loss on completions cut at --max-new-tokens (or by --finish-share)")
+    p.add_argument("--finish-share", type=float, default=1.0,
+                   help="end a generate() call's unfinished completions once this share of its rows has finished "
+                        "(cut, without EOS: truncated; pair with --mask-truncated). Default 1: off")
     p.add_argument("--rollout-is", choices=["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"],
                    help="correct the engine/trainer log-prob mismatch by importance sampling (TRL's "
                         "vllm_importance_sampling_mode): weight each token's loss by pi_train/pi_engine of the token "
@@ -203,6 +207,8 @@ def check_config(args, world):
         fail("--eval-every needs --eval-data")
     if args.rollout_is_cap <= 0:
         fail(f"--rollout-is-cap {args.rollout_is_cap} must be > 0")
+    if not 0 < args.finish_share <= 1:
+        fail(f"--finish-share {args.finish_share} must be in (0, 1]")
     if not 0 <= args.overlong_buffer <= args.max_new_tokens or args.overlong_penalty < 0:
         fail(f"--overlong-buffer {args.overlong_buffer} must be in [0, --max-new-tokens {args.max_new_tokens}] "
              f"and --overlong-penalty {args.overlong_penalty} >= 0")
@@ -925,9 +931,9 @@ def load_trainer_state(args, checkpoint_dir, optimizer, scheduler, rank, world):
 
 
 @torch.no_grad()
-def rollout(args, policy, tokenizer, problems, n, seed, temperature=None, on_finish=None):
+def rollout(args, policy, tokenizer, problems, n, seed, temperature=None, on_finish=None, finish_share=1.0):
     """n completions per problem, prompt-major, from the current weights. on_finish(index, sample): the engine's
-    callback as each completion finishes (index into the returned list)."""
+    callback as each completion finishes (index into the returned list); finish_share: generate()'s."""
     prompts = [prompt_text(args, tokenizer, p) for p in problems]
     per_call = max(1, args.gen_rows // n) if args.gen_rows else len(prompts)
     samples = []
@@ -936,7 +942,7 @@ def rollout(args, policy, tokenizer, problems, n, seed, temperature=None, on_fin
             chunk = generate(policy.lm, tokenizer, prompts[start:start + per_call], n=n,
                              max_new_tokens=args.max_new_tokens,
                              temperature=args.temperature if temperature is None else temperature,
-                             top_p=args.top_p, top_k=args.top_k, seed=seed + start,
+                             top_p=args.top_p, top_k=args.top_k, seed=seed + start, finish_share=finish_share,
                              **({} if on_finish is None else
                                 {"on_finish": lambda row, sample, first=start * n: on_finish(first + row, sample)}))
             for s in chunk:
@@ -953,7 +959,8 @@ def sample_and_score(args, policy, tokenizer, problems, n, seed, reward_model):
     t_start = time.perf_counter()
     sample_problems = [p for p in problems for _ in range(n)]
     stream = RewardStream(args, sample_problems) if args.overlap_rewards else None
-    samples = rollout(args, policy, tokenizer, problems, n, seed, on_finish=stream.add if stream else None)
+    samples = rollout(args, policy, tokenizer, problems, n, seed, on_finish=stream.add if stream else None,
+                      finish_share=args.finish_share)
     t_generated = time.perf_counter()
     parts = compute_rewards(args, sample_problems, samples, reward_model, stream.outcomes(samples) if stream else None)
     return samples, sample_problems, parts, t_generated - t_start, time.perf_counter() - t_generated

@@ -4,10 +4,12 @@ loaders; the ReCode output format (prompts, completions, code and answer extract
 a benchmark into a samples file; the reward model's data (CRPL variants, LCB-RB pairs); the toy tasks and toy teacher
 of grpo.py's CPU toy world.
 
-The engine (`generate`) is a hand-written batched KV-cache loop: one prefill per distinct prompt, copied to its n
-samples; KV buffers preallocated for prompt + completion; for plain decoders (llama, qwen2, qwen3, mistral) a decode
-step written out from the weights; seeded sampling on the device, which the host reads only every `sync_every`
-steps; lockstep decoding across ranks for FSDP. Each Sample carries the log-probs grpo.py trains on.
+The engine (`generate`) is a hand-written batched KV-cache loop: one prefill per distinct prompt; for plain decoders
+(llama, qwen2, qwen3, mistral) a decode step written out from the weights at static shapes (StaticDecoder: the
+prompt's KV stored once and read by its n samples, completion KV preallocated, a fixed batch and attention window
+per step), replayed as CUDA graphs on a GPU; other models run their own forward over a preallocated cache; seeded
+sampling on the device, which the host reads only every `sync_every` steps; lockstep decoding across ranks for
+FSDP. Each Sample carries the log-probs grpo.py trains on.
 
     python synth.py generate --model Qwen/Qwen2.5-Coder-1.5B-Instruct --prompt "Reverse a list in Python." -n 4
     python synth.py generate --model PATH --prompt "def fib(n):" --raw --temperature 0 --max-new-tokens 64
@@ -23,7 +25,8 @@ CRPL: a teacher rewrites each problem's reasoning into an optimized variant and 
 paper's three dimensions); the original's and the optimized code must pass the problem's tests (math: reach the gold
 answer), a copy of the original is no variant, every drop is counted, and a rerun resumes. LCB-RB: chosen reasoning
 behind code that passes, rejected behind code that fails, optionally judged. File formats: README.md. Tests, bench:
-    python -m pytest -q tests/test_synth.py tests/test_toy.py;  python bench/bench_generate.py [--gpu]
+    python -m pytest -q tests/test_synth.py tests/test_engine.py tests/test_toy.py;  python bench/bench_generate.py
+    python bench/gpu_check.py --all    # on a GPU: CUDA graphs against the eager step, and every GPU figure
 """
 
 import argparse
@@ -132,7 +135,7 @@ class Sample:
     text: str                  # completion text, without the EOS token and without the stop string
     token_ids: list            # completion tokens, including the EOS token or the token that completed the stop string
     logprobs: list             # log_softmax(logits / T)[token] per token (raw logits when T == 0)
-    finish_reason: str         # "eos" | "stop" | "length"
+    finish_reason: str         # "eos" | "stop" | "length" | "early" (generate's finish_share)
     prompt_token_ids: list
 
 
@@ -202,15 +205,11 @@ def rotary_tables(model, capacity):
     return cos, torch.cat((-sin[:, :half], sin[:, half:]), -1)
 
 
-def fast_decode_step(model, cache, capacity):
-    """A function (tokens, positions, attention mask) -> next-token logits that runs one decode step of a plain decoder
-    (PLAIN_DECODERS) straight from its weights, writing into the preallocated cache; None for any other model.
-    The model's own forward spends most of a small step in Python: module calls, output records, mask and rotary
-    tables rebuilt per call. Here the rotary tables are built once and each step is the bare tensor ops. The result
-    equals the model's forward up to float rounding (tests: 1e-5 in fp32). Attention is transformers' eager formula
-    (softmax in fp32); the grouped-query heads are a view, not a copy."""
+def runs_written_out(model):
+    """Whether a decode step of this model can be written out from its weights: a plain decoder (PLAIN_DECODERS) with
+    ordinary linear and embedding layers, full rotary embeddings and no hook that could change its computation."""
     if model.config.model_type not in PLAIN_DECODERS:
-        return None
+        return False
     inner = model.model
     head, embed = model.get_output_embeddings(), model.get_input_embeddings()
     # FSDP's own hooks only gather and free the weights: with the whole model gathered for decoding (grpo.py does
@@ -220,29 +219,34 @@ def fast_decode_step(model, cache, capacity):
                                                                  *m._forward_pre_hooks.values()]
                      if not type(getattr(hook, "__self__", None)).__module__.startswith("torch.distributed.fsdp")]
     if (type(head) is not nn.Linear or type(embed) is not nn.Embedding or foreign_hooks
-            or not all(isinstance(layer, PreallocatedLayer) for layer in cache.layers)
             or getattr(model.config, "final_logit_softcapping", None)
             or any(isinstance(p, DTensor) for p in model.parameters())):  # still sharded: each forward gathers
-        return None
+        return False
     projections = {"self_attn": ("q_proj", "k_proj", "v_proj", "o_proj"), "mlp": ("gate_proj", "up_proj", "down_proj")}
     if any(type(getattr(getattr(layer, block), name)) is not nn.Linear
            for layer in inner.layers for block, names in projections.items() for name in names):
-        return None  # quantized or otherwise custom layers: the model's own forward knows how to run them
+        return False  # quantized or otherwise custom layers: the model's own forward knows how to run them
+    # partial rotary is not these families' layout
+    return rotary_tables(model, 1)[0].shape[-1] == inner.layers[0].self_attn.head_dim
+
+
+def written_out_step(model, capacity, attend):
+    """step(tokens, positions, context) -> next-token logits: one decode step of a runs_written_out model straight from
+    its weights, positions < capacity. The model's own forward spends most of a small step in Python: module calls,
+    output records, mask and rotary tables rebuilt per call. Here the rotary tables are built once and each step is
+    the bare tensor ops. attend(layer index, q, k, v, context) -> (rows, heads * head_dim) stores the keys and values
+    and attends; q (rows, heads, head_dim) comes rotated and already scaled, k and v are (rows, kv heads, head_dim)."""
+    inner = model.model
+    head, embed = model.get_output_embeddings(), model.get_input_embeddings()
     cos_table, sin_table = rotary_tables(model, capacity)
-    if cos_table.shape[-1] != inner.layers[0].self_attn.head_dim:  # partial rotary: not these families' layout
-        return None
     scaling = inner.layers[0].self_attn.scaling  # folded into the queries' rotation: one kernel less per layer
     half = cos_table.shape[-1] // 2
-    scores_dtype = embed.weight.dtype
 
-    def step(tokens, position, attention):
+    def step(tokens, position, context):
         x = F.embedding(tokens, embed.weight)
         cos, sin = cos_table[position][:, None], sin_table[position][:, None]  # (rows, 1, head_dim)
         q_cos, q_sin = cos * scaling, sin * scaling
-        # the left padding as an additive bias (rows, kv heads, heads per kv head, keys): a third of masked_fill's time
-        bias = torch.zeros(attention.shape, dtype=scores_dtype, device=attention.device)
-        bias = bias.masked_fill_(~attention, float("-inf"))[:, None, None, :]
-        for layer, kv in zip(inner.layers, cache.layers):
+        for index, layer in enumerate(inner.layers):
             attn, mlp = layer.self_attn, layer.mlp
             h = rms_norm(layer.input_layernorm, x)
             q = F.linear(h, attn.q_proj.weight, attn.q_proj.bias).unflatten(-1, (-1, attn.head_dim))
@@ -251,11 +255,8 @@ def fast_decode_step(model, cache, capacity):
             if hasattr(attn, "q_norm"):  # qwen3
                 q, k = rms_norm(attn.q_norm, q), rms_norm(attn.k_norm, k)
             k = torch.addcmul(k * cos, k.roll(half, -1), sin)
-            keys, values = kv.update(k[:, :, None], v[:, :, None])  # (rows, kv heads, keys, head_dim)
             q = torch.addcmul(q * q_cos, q.roll(half, -1), q_sin)
-            q = q.unflatten(1, (keys.shape[1], -1))  # query head i reads kv head i // (heads per kv head)
-            probs = (torch.matmul(q, keys.transpose(2, 3)) + bias).softmax(-1, dtype=torch.float32).to(values.dtype)
-            x = x + F.linear(torch.matmul(probs, values).flatten(1), attn.o_proj.weight, attn.o_proj.bias)
+            x = x + F.linear(attend(index, q, k, v, context), attn.o_proj.weight, attn.o_proj.bias)
             h = rms_norm(layer.post_attention_layernorm, x)
             gate = mlp.act_fn(F.linear(h, mlp.gate_proj.weight, mlp.gate_proj.bias))
             x = x + F.linear(gate * F.linear(h, mlp.up_proj.weight, mlp.up_proj.bias), mlp.down_proj.weight,
@@ -263,6 +264,166 @@ def fast_decode_step(model, cache, capacity):
         return F.linear(rms_norm(inner.norm, x), head.weight, head.bias)
 
     return step
+
+
+def fast_decode_step(model, cache, capacity):
+    """A function (tokens, positions, attention mask) -> next-token logits that runs written_out_step over the
+    growing preallocated cache (generate's static=False path); None for a model that is not runs_written_out. The
+    result equals the model's forward up to float rounding (tests: 1e-5 in fp32). Attention is transformers' eager
+    formula (softmax in fp32); the grouped-query heads are a view, not a copy."""
+    if not runs_written_out(model) or not all(isinstance(layer, PreallocatedLayer) for layer in cache.layers):
+        return None
+
+    def attend(index, q, k, v, bias):
+        keys, values = cache.layers[index].update(k[:, :, None], v[:, :, None])  # (rows, kv heads, keys, head_dim)
+        q = q.unflatten(1, (keys.shape[1], -1))  # query head i reads kv head i // (heads per kv head)
+        probs = (torch.matmul(q, keys.transpose(2, 3)) + bias).softmax(-1, dtype=torch.float32).to(values.dtype)
+        return torch.matmul(probs, values).flatten(1)
+
+    step = written_out_step(model, capacity, attend)
+    scores_dtype = model.get_input_embeddings().weight.dtype
+
+    def masked_step(tokens, position, attention):
+        # the left padding as an additive bias (rows, kv heads, heads per kv head, keys): a third of masked_fill's time
+        bias = torch.zeros(attention.shape, dtype=scores_dtype, device=attention.device)
+        return step(tokens, position, bias.masked_fill_(~attention, float("-inf"))[:, None, None, :])
+
+    return masked_step
+
+
+# The decode windows of StaticDecoder: LENGTH_BUCKET_MIN columns, doubling up to LENGTH_BUCKET_STRIDE, then growing by
+# LENGTH_BUCKET_STRIDE. Each window is one graph per batch bucket; a step reads at most 2x (short) or
+# LENGTH_BUCKET_STRIDE columns (long) more keys than it needs, and a 4K completion visits 11 windows.
+LENGTH_BUCKET_MIN = 64
+LENGTH_BUCKET_STRIDE = 512
+
+
+def decode_window(column, columns):
+    """How many decode-cache columns the step that writes `column` attends to (of `columns` in all)."""
+    window = LENGTH_BUCKET_MIN
+    while window <= column and window < LENGTH_BUCKET_STRIDE:
+        window *= 2
+    if window <= column:
+        window = (column // LENGTH_BUCKET_STRIDE + 1) * LENGTH_BUCKET_STRIDE
+    return min(window, columns)
+
+
+class StaticDecoder:
+    """The decode step of a runs_written_out model at shapes that do not change from step to step, so that a CUDA
+    graph of it can be captured once and replayed.
+
+    The rows form groups of n (the samples of one prompt); the prompt's keys and values are stored once per group and
+    read by all n rows (one batched matmul per layer for the whole group), the completions' keys and values per row in
+    buffers of every column a completion can reach. A step attends to the group's prompt (its left padding masked)
+    and to a fixed window of the decode columns (decode_window; the columns after the step's own are masked). The
+    step's column and the rows' positions are device tensors, so a step's shapes depend only on the number of groups
+    and the window. Rows that finish stay in the batch (their tokens are dropped); `select_groups` shrinks the batch,
+    which generate() does only when the groups still running fit a power of two below the current size.
+
+    CUDA graphs: torch.cuda.CUDAGraph, one per (batch size, window), captured at first use and replayed with the
+    static buffers (tokens, step column) refilled in place. Not torch.compile: a graph replays exactly the eager
+    kernels, so graph and eager give the same tokens bit for bit, and there is no compile time or recompiling per
+    shape. Sampling stays outside the graph: it is a few kernels, and a seeded generator inside a graph needs its
+    state registered with every graph."""
+
+    def __init__(self, model, prompt_cache, prompt_mask, first_position, n, columns, cuda_graphs):
+        """prompt_cache: per layer (keys, values), each (groups, kv heads, prompt length, head dim); prompt_mask
+        (groups, prompt length); first_position (groups * n,): the position of each row's first new token; columns:
+        the decode steps to make room for."""
+        keys = prompt_cache[0][0]
+        groups, kv_heads, prompt_len, head_dim = keys.shape
+        self.n, self.columns, self.cuda_graphs = n, columns, cuda_graphs
+        self.prompt_keys, self.prompt_values = [k for k, _ in prompt_cache], [v for _, v in prompt_cache]
+        rows = groups * n
+        self.decode_keys = [keys.new_zeros(rows, kv_heads, columns, head_dim) for _ in prompt_cache]
+        self.decode_values = [keys.new_zeros(rows, kv_heads, columns, head_dim) for _ in prompt_cache]
+        bias = torch.zeros(prompt_mask.shape, dtype=keys.dtype, device=keys.device)
+        self.prompt_bias = bias.masked_fill_(~prompt_mask, float("-inf")).repeat_interleave(n, 0)  # per row
+        self.first_position = first_position
+        self.tokens = torch.zeros(rows, dtype=torch.long, device=keys.device)
+        self.column = torch.zeros(1, dtype=torch.long, device=keys.device)  # the decode column this step writes
+        self.column_ids = torch.arange(columns, device=keys.device)
+        self.step = written_out_step(model, prompt_len + columns + 1, self.attend)
+        self.graphs, self.pool = {}, None
+
+    @property
+    def groups(self):
+        return self.prompt_keys[0].shape[0]
+
+    def attend(self, index, q, k, v, context):
+        window, bias = context
+        decode_keys, decode_values = self.decode_keys[index], self.decode_values[index]
+        # under autocast the projections come in the autocast dtype and the cache keeps the prefill's
+        decode_keys.index_copy_(2, self.column, k[:, :, None].to(decode_keys.dtype))
+        decode_values.index_copy_(2, self.column, v[:, :, None].to(decode_values.dtype))
+        prompt_keys, prompt_values = self.prompt_keys[index], self.prompt_values[index]
+        groups, kv_heads, prompt_len, head_dim = prompt_keys.shape
+        rows, n = q.shape[0], q.shape[0] // groups
+        # query head i reads kv head i // (heads per kv head); the group's n rows share one matmul with its prompt
+        q = q.view(rows, kv_heads, -1, head_dim)
+        per_kv = q.shape[2]
+
+        def by_group(t):  # (rows, kv heads, per kv, x) -> (groups, kv heads, n * per kv, x)
+            return t.view(groups, n, kv_heads, per_kv, -1).transpose(1, 2).reshape(groups, kv_heads, n * per_kv, -1)
+
+        def by_row(t):  # the inverse of by_group
+            return t.view(groups, kv_heads, n, per_kv, -1).transpose(1, 2).reshape(rows, kv_heads, per_kv, -1)
+
+        prompt_scores = by_row(torch.matmul(by_group(q), prompt_keys.transpose(2, 3)))
+        decode_scores = torch.matmul(q, decode_keys[:, :, :window].transpose(2, 3))
+        scores = torch.cat((prompt_scores, decode_scores), -1) + bias
+        probs = scores.softmax(-1, dtype=torch.float32).to(decode_values.dtype)
+        prompt_probs, decode_probs = probs.split((prompt_len, window), -1)
+        out = by_row(torch.matmul(by_group(prompt_probs), prompt_values))
+        return (out + torch.matmul(decode_probs, decode_values[:, :, :window])).flatten(1)
+
+    def forward(self, window):
+        decode_bias = torch.zeros(window, dtype=self.prompt_bias.dtype, device=self.column.device)
+        decode_bias = decode_bias.masked_fill_(self.column_ids[:window] > self.column, float("-inf"))
+        bias = torch.cat((self.prompt_bias, decode_bias.expand(self.prompt_bias.shape[0], window)), -1)
+        return self.step(self.tokens, self.first_position + self.column, (window, bias[:, None, None, :]))
+
+    def __call__(self, tokens, column):
+        """Next-token logits of every row, given the tokens sampled last (written to decode column `column`)."""
+        window = decode_window(column, self.columns)
+        self.tokens.copy_(tokens)
+        self.column.fill_(column)
+        if not self.cuda_graphs:
+            return self.forward(window)
+        if window not in self.graphs:
+            self.graphs[window] = self.capture(window)
+        graph, logits = self.graphs[window]
+        graph.replay()
+        return logits
+
+    def capture(self, window):
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()  # one memory pool for every graph: they never run at once
+        # The warm-up sets cuBLAS and the allocator up outside the capture, and writes the same keys and values the
+        # replay writes. Under the caller's autocast (fp32 weights, grpo.py's bf16 mode) it also fills autocast's
+        # cache of bf16 weights, which the capture then reads instead of casting every weight at every step: those
+        # copies live until the caller's autocast exits, after generate() and its graphs are gone.
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self.forward(window)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            logits = self.forward(window)
+        return graph, logits
+
+    def select_groups(self, index):
+        """Keep only the groups at `index` (a device tensor), in that order; the graphs are captured again."""
+        rows = (index[:, None] * self.n + torch.arange(self.n, device=index.device)).flatten()
+        self.prompt_keys = [t[index] for t in self.prompt_keys]
+        self.prompt_values = [t[index] for t in self.prompt_values]
+        self.decode_keys = [t[rows] for t in self.decode_keys]
+        self.decode_values = [t[rows] for t in self.decode_values]
+        self.prompt_bias, self.first_position, self.tokens = self.prompt_bias[rows], self.first_position[rows], \
+            self.tokens[rows]
+        self.graphs.clear()
+        return rows
 
 
 def eos_token_ids(model, tokenizer):
@@ -282,8 +443,10 @@ def encode_prompt(tokenizer, text):
     return tokenizer(text, add_special_tokens=not has_bos)["input_ids"]
 
 
-def sample_next_token(logits, temperature, top_k, top_p, generator):
-    """One token per row, all on the logits' device. Returns (tokens, log-probs of those tokens)."""
+def sample_next_token(logits, temperature, top_k, top_p, generator, draws=None):
+    """One token per row, all on the logits' device. Returns (tokens, log-probs of those tokens). draws: (n, index):
+    draw n uniform numbers and give batch row i number index[i], so that a row's draws do not depend on which other
+    rows are still in the batch."""
     logits = logits.float()
     if temperature == 0:
         tokens = logits.argmax(-1)
@@ -301,7 +464,11 @@ def sample_next_token(logits, temperature, top_k, top_p, generator):
     # Inverse CDF: one uniform number per row, scaled to the kept mass, so filtered tokens (zero width) never come out.
     # Unlike torch.multinomial it never makes the host wait for the device, and it costs one scan of the vocabulary.
     cdf = candidates.cumsum(-1)
-    uniform = torch.rand((cdf.shape[0], 1), generator=generator, device=cdf.device) * cdf[:, -1:]
+    if draws is None:
+        uniform = torch.rand((cdf.shape[0], 1), generator=generator, device=cdf.device)
+    else:
+        uniform = torch.rand((draws[0], 1), generator=generator, device=cdf.device)[draws[1]]
+    uniform = uniform * cdf[:, -1:]
     tokens = torch.searchsorted(cdf, uniform, right=True).squeeze(-1)
     # log_softmax(logits / T) at the chosen token, before top-k/top-p: the policy's own log-prob, as TRL computes it
     return tokens, probs.gather(-1, tokens[:, None]).squeeze(-1).log()
@@ -331,24 +498,34 @@ def is_sharded(model):
 
 @torch.inference_mode()  # not just no_grad: skipping autograd's version and view bookkeeping saves ~10% per step
 def generate(model, tokenizer, prompts, n=1, max_new_tokens=256, temperature=1.0, top_p=1.0, top_k=0, stop=(), seed=0,
-             lockstep=None, sync_every=16, fast=True, on_finish=None):
+             lockstep=None, sync_every=16, fast=True, static=None, cuda_graphs=True, finish_share=1.0, on_finish=None):
     """Sample n completions for each prompt (strings, already formatted). Returns len(prompts) * n Samples,
     prompt-major: sample j of prompt i at index i * n + j. Callers batch prompts to fit memory: the cache holds
-    len(prompts) * n rows of (longest prompt + max_new_tokens) tokens.
+    len(prompts) * n rows of max_new_tokens tokens, plus one copy per prompt of the longest prompt (static) or
+    len(prompts) * n rows of (longest prompt + max_new_tokens) tokens (static=False).
 
     lockstep: every rank keeps calling forward (a dummy row once its own rows are done) until all ranks are done,
     which sharded weights (FSDP) need because each forward is a collective; None = on when the model is FSDP-sharded.
     sync_every: the host reads the device (finished rows, stop strings, the lockstep all-reduce) every this many steps.
-    fast: decode steps of a plain decoder (llama, qwen2, qwen3, mistral) run fast_decode_step; False, or any other
-    model, calls the model's own forward at every step. Prefill always runs the model's forward.
+    fast: decode steps of a plain decoder (llama, qwen2, qwen3, mistral) run written out from its weights; False, or
+    any other model, calls the model's own forward at every step. Prefill always runs the model's forward.
+    static: the written-out step at fixed shapes (StaticDecoder: one prompt cache per group of n samples, a fixed
+    batch and attention window); False: over a cache that grows by a column per step, finished rows dropped at every
+    sync; None: on a CUDA device, and on a CPU when the longest prompt has at least max_new_tokens tokens (there the
+    shared prompt saves more than the static step's extra kernels per layer cost; with short prompts and a small
+    model the growing cache is faster on a CPU). cuda_graphs: on a CUDA device, replay the static step as CUDA
+    graphs (no effect on a CPU or without the static step).
+    finish_share < 1: at the first sync point where at least this share of the rows has finished, end the others
+    (finish_reason "early", no EOS): the long tail of a batch stops costing steps in which few rows still run.
     on_finish(index, sample): called at the sync point where row `index` (its place in the returned list) finishes,
     with its final Sample, so that a caller can score it while the other rows still decode; keep it quick (hand the
     work to a thread): the decode loop waits for it.
     """
     stop = (stop,) if isinstance(stop, str) else tuple(stop)  # stop="\n\n" must not become one stop per character
-    if n < 1 or max_new_tokens < 1 or temperature < 0 or not 0 < top_p <= 1 or top_k < 0 or sync_every < 1:
+    if (n < 1 or max_new_tokens < 1 or temperature < 0 or not 0 < top_p <= 1 or top_k < 0 or sync_every < 1
+            or not 0 < finish_share <= 1):
         raise ValueError(f"bad sampling settings: n={n} max_new_tokens={max_new_tokens} temperature={temperature} "
-                         f"top_p={top_p} top_k={top_k} sync_every={sync_every}")
+                         f"top_p={top_p} top_k={top_k} sync_every={sync_every} finish_share={finish_share}")
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         model = model.module  # DDP's forward broadcasts buffers: a collective per step that ranks would not match
     if lockstep is None:
@@ -363,13 +540,13 @@ def generate(model, tokenizer, prompts, n=1, max_new_tokens=256, temperature=1.0
     model.eval()  # no dropout while sampling; the caller's mode is restored below
     try:
         return _generate(model, tokenizer, list(prompts), n, max_new_tokens, temperature, top_p, top_k, stop, seed,
-                         lockstep, sync_every, fast, on_finish)
+                         lockstep, sync_every, fast, static, cuda_graphs, finish_share, on_finish)
     finally:
         model.train(was_training)
 
 
 def _generate(model, tokenizer, prompts, n, max_new_tokens, temperature, top_p, top_k, stop, seed, lockstep,
-              sync_every, fast, on_finish):
+              sync_every, fast, static, cuda_graphs, finish_share, on_finish):
     device = next(model.parameters()).device
     forward_args = inspect.signature(model.forward).parameters
     cache_arg = "cache" if "cache" in forward_args else "past_key_values"  # transformers renamed it in 5.x
@@ -383,17 +560,37 @@ def _generate(model, tokenizer, prompts, n, max_new_tokens, temperature, top_p, 
             raise ValueError(f"prompt {prompts.index(text)} encodes to no tokens")
     prompt_ids = [encoded[p] for p in prompts]
     prompt_len = max(len(ids) for ids in encoded.values())
-    capacity = prompt_len + max_new_tokens
-    cache = new_cache(model, capacity)
-    logits, attention, next_position = _prefill(model, prompts, encoded, n, capacity, pad_id, cache,
-                                                {cache_arg: cache, **last_logits_only})
-    fast_step = fast_decode_step(model, cache, capacity) if fast else None
-    # sdpa takes a ready (rows, 1, 1, kv) boolean mask; handing one over skips transformers' per-step mask building,
-    # which also reads the mask back to the host. Other attention kernels, or sliding layers, get the 2D mask.
-    ready_mask = model.config._attn_implementation == "sdpa" and all(
-        isinstance(layer, PreallocatedLayer) for layer in cache.layers)
+    distinct_index = {p: i for i, p in enumerate(encoded)}
+    groups = torch.tensor([distinct_index[p] for p in prompts], device=device)  # the distinct prompt of each group
+    source = groups.repeat_interleave(n)  # ... and of each row: row r is sample r % n of prompt r // n
+    if static is None:
+        static = device.type == "cuda" or prompt_len >= max_new_tokens
+    static = static and fast and runs_written_out(model) and all(
+        isinstance(layer, PreallocatedLayer) for layer in new_cache(model, 1).layers)
+    # static: the prefill cache holds the prompts only, and becomes StaticDecoder's shared prompt cache
+    cache = new_cache(model, prompt_len if static else prompt_len + max_new_tokens)
+    logits, prompt_mask = _prefill(model, encoded, pad_id, {cache_arg: cache, **last_logits_only})
+    logits, next_position = logits[source], prompt_mask.sum(-1)[source]
+    if static:
+        if not torch.equal(groups, torch.arange(len(encoded), device=device)):  # repeated prompts: a group each
+            cache.batch_select_indices(groups)
+        decoder = StaticDecoder(model, [(layer.keys, layer.values) for layer in cache.layers], prompt_mask[groups],
+                                next_position, n, max(1, max_new_tokens - 1), cuda_graphs and device.type == "cuda")
+        del cache
+    else:
+        cache.batch_select_indices(source)
+        attention = torch.ones((len(source), prompt_len + max_new_tokens), dtype=torch.bool, device=device)
+        attention[:, :prompt_len] = prompt_mask[source]
+        fast_step = fast_decode_step(model, cache, prompt_len + max_new_tokens) if fast else None
+        # sdpa takes a ready (rows, 1, 1, kv) boolean mask; handing one over skips transformers' per-step mask
+        # building, which also reads the mask back to the host. Other kernels, or sliding layers, get the 2D mask.
+        ready_mask = model.config._attn_implementation == "sdpa" and all(
+            isinstance(layer, PreallocatedLayer) for layer in cache.layers)
 
-    def next_logits(tokens, position, mask):
+    def next_logits(tokens, step):
+        if static:
+            return decoder(tokens, step - 1)
+        position, mask = next_position + step - 1, attention[:, :prompt_len + step]
         if fast_step:
             return fast_step(tokens, position, mask)
         return model(input_ids=tokens[:, None], attention_mask=mask[:, None, None, :] if ready_mask else mask,
@@ -411,16 +608,31 @@ def _generate(model, tokenizer, prompts, n, max_new_tokens, temperature, top_p, 
     step, running = 0, True
     while True:
         if running:
-            tokens, logprobs = sample_next_token(logits, temperature, top_k, top_p, generator)
+            tokens, logprobs = sample_next_token(logits, temperature, top_k, top_p, generator,
+                                                 draws=(len(samples), rows.origin))
             rows.record(step, tokens, logprobs, eos)
         step += 1
 
         if running and (step % sync_every == 0 or step == max_new_tokens):
             keep, done = rows.collect(step, step == max_new_tokens, tokenizer, stop)
+            if keep and len(keep) <= (1 - finish_share) * len(samples):
+                done += rows.end_early(keep)
+                keep = []
             for row in done if on_finish is not None else ():
                 samples[row] = finished(row)
                 on_finish(row, samples[row])
-            if done and keep:  # compact: later steps cost only what the unfinished rows need
+            if static and keep:
+                # a smaller batch only once the groups still running fit the next power of two down: each batch
+                # size is a graph to capture; finished rows fill the batch up to its size meanwhile
+                live = {i // n for i in keep}
+                size = 1 << (len(live) - 1).bit_length()
+                if size < decoder.groups:
+                    idle = [g for g in range(decoder.groups) if g not in live]
+                    kept = sorted([*live, *idle[:size - len(live)]])
+                    index = decoder.select_groups(torch.tensor(kept, device=device))
+                    tokens = tokens[index]
+                    rows.select(index.tolist(), index)
+            elif done and keep:  # compact: later steps cost only what the unfinished rows need
                 index = torch.tensor(keep, device=device)
                 cache.batch_select_indices(index)
                 tokens, attention, next_position = tokens[index], attention[index], next_position[index]
@@ -436,44 +648,40 @@ def _generate(model, tokenizer, prompts, n, max_new_tokens, temperature, top_p, 
             break
 
         if running:
-            logits = next_logits(tokens, next_position + step - 1, attention[:, :prompt_len + step])
+            logits = next_logits(tokens, step)
         else:  # lockstep, this rank is done: a forward on a dummy row keeps the other ranks' collectives matched
             model(input_ids=torch.full((1, 1), pad_id, device=device), use_cache=False, **last_logits_only)
 
     return [sample or finished(row) for row, sample in enumerate(samples)]
 
 
-def _prefill(model, prompts, encoded, n, capacity, pad_id, cache, cache_args):
+def _prefill(model, encoded, pad_id, cache_args):
     """One forward over each distinct prompt (encoded: {prompt: token ids}, in order of first appearance), left-padded
-    so that every row's next token goes to the same cache column; then the cache copied to the rows (row r is sample
-    r % n of prompt r // n). Returns per row: the next-token logits, the attention mask over the whole capacity, and
-    the position of the first new token."""
+    so that every row's next token goes to the same cache column. Returns per distinct prompt: the next-token logits
+    and the mask of its real (not padding) tokens."""
     device = next(model.parameters()).device
-    distinct, distinct_ids = list(encoded), list(encoded.values())
+    distinct_ids = list(encoded.values())
     prompt_len = max(len(ids) for ids in distinct_ids)
-    input_ids = torch.full((len(distinct), prompt_len), pad_id, dtype=torch.long)
-    prompt_mask = torch.zeros((len(distinct), prompt_len), dtype=torch.bool)
+    input_ids = torch.full((len(distinct_ids), prompt_len), pad_id, dtype=torch.long)
+    prompt_mask = torch.zeros((len(distinct_ids), prompt_len), dtype=torch.bool)
     for i, ids in enumerate(distinct_ids):
         input_ids[i, prompt_len - len(ids):] = torch.tensor(ids)
         prompt_mask[i, prompt_len - len(ids):] = True
     input_ids, prompt_mask = input_ids.to(device), prompt_mask.to(device)
     out = model(input_ids=input_ids, attention_mask=prompt_mask, position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0),
                 use_cache=True, **cache_args)
-    position = {p: i for i, p in enumerate(distinct)}
-    source = torch.tensor([position[p] for p in prompts for _ in range(n)], device=device)
-    cache.batch_select_indices(source)
-    attention = torch.ones((len(source), capacity), dtype=torch.bool, device=device)
-    attention[:, :prompt_len] = prompt_mask[source]
-    return out.logits[:, -1][source], attention, prompt_mask.sum(-1)[source]
+    return out.logits[:, -1], prompt_mask
 
 
 class _Rows:
     """The decode loop's bookkeeping. Host side, per row of the returned list: its tokens and log-probs so far, why
-    it finished, how far it was searched for stop strings. Device side, per row of the current batch (finished rows
-    are dropped from it): what was sampled since the last sync, and where each row first sampled an EOS."""
+    it finished, how far it was searched for stop strings. Device side, per row of the current batch: what was
+    sampled since the last sync, where each row first sampled an EOS, and its row in the returned list. A batch row
+    whose row has finished (kept only to keep the batch's size) is None in `alive`; its tokens are dropped."""
 
     def __init__(self, n_rows, sync_every, device):
-        self.alive = list(range(n_rows))  # the returned-list row of each row of the current batch
+        self.alive = list(range(n_rows))  # the returned-list row of each row of the current batch, None once done
+        self.origin = torch.arange(n_rows, device=device)  # the same on the device (done rows keep theirs)
         self.tokens, self.logprobs = [[] for _ in range(n_rows)], [[] for _ in range(n_rows)]
         self.finish_reason, self.checked = [None] * n_rows, [0] * n_rows
         self.chunk_tokens = torch.empty((n_rows, sync_every), dtype=torch.long, device=device)
@@ -487,12 +695,14 @@ class _Rows:
         self.eos_at = torch.where((self.eos_at == 0) & torch.isin(tokens, eos), step + 1, self.eos_at)
 
     def collect(self, step, last_step, tokenizer, stop):
-        """The only host<->device sync: append the chunk to every row and end rows at an EOS, a stop string or the
-        length limit. Returns (batch positions of the rows still running, returned-list rows that just finished)."""
+        """The only host<->device sync: append the chunk to every running row and end rows at an EOS, a stop string or
+        the length limit. Returns (batch positions of the rows still running, returned-list rows that just finished)."""
         filled = (step - 1) % self.chunk_tokens.shape[1] + 1
         new_tokens, new_logprobs = self.chunk_tokens[:, :filled].tolist(), self.chunk_logprobs[:, :filled].tolist()
         keep, done = [], []
         for i, (row, eos_length) in enumerate(zip(self.alive, self.eos_at.tolist())):
+            if row is None:
+                continue
             tokens, logprobs = self.tokens[row], self.logprobs[row]
             tokens += new_tokens[i]
             logprobs += new_logprobs[i]
@@ -511,12 +721,21 @@ class _Rows:
                 keep.append(i)
             else:
                 done.append(row)
+                self.alive[i] = None
         return keep, done
+
+    def end_early(self, positions):
+        """End the rows at these batch positions as they are (finish_reason "early"); returns their rows in the
+        returned list."""
+        ended = [self.alive[i] for i in positions]
+        for i, row in zip(positions, ended):
+            self.finish_reason[row], self.alive[i] = "early", None
+        return ended
 
     def select(self, keep, index):
         """Keep only the batch rows at positions `keep` (index: the same on the device)."""
-        self.eos_at, self.chunk_tokens, self.chunk_logprobs = (t[index] for t in (self.eos_at, self.chunk_tokens,
-                                                                                   self.chunk_logprobs))
+        self.eos_at, self.chunk_tokens, self.chunk_logprobs, self.origin = (
+            t[index] for t in (self.eos_at, self.chunk_tokens, self.chunk_logprobs, self.origin))
         self.alive = [self.alive[i] for i in keep]
 
     def sample(self, row, tokenizer, stop, n, prompt_token_ids):
@@ -2242,6 +2461,7 @@ def parse_args(argv=None):
     gen.add_argument("--dtype", default=None, help="bf16 | fp16 | fp32 (default: bf16 on GPU, fp32 on CPU)")
     gen.add_argument("--device", default=None)
     gen.add_argument("--trust-remote-code", action="store_true")
+    gen.add_argument("--no-cuda-graphs", action="store_true", help="decode without CUDA graphs")
     shared = argparse.ArgumentParser(add_help=False)  # teacher, sandbox and model settings of crpl and lcb-rb
     shared.add_argument("--teacher-model", help="model name an HTTP teacher or judge serves")
     shared.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
@@ -2313,7 +2533,7 @@ def cmd_generate(args):
     start = time.perf_counter()
     samples = generate(model, tokenizer, prompts, n=args.n, max_new_tokens=args.max_new_tokens,
                        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, stop=args.stop,
-                       seed=args.seed)
+                       seed=args.seed, cuda_graphs=not args.no_cuda_graphs)
     seconds = time.perf_counter() - start
     for index, sample in enumerate(samples):
         print(f"--- prompt {sample.prompt_index} sample {index % args.n}: {len(sample.token_ids)} tokens, "

@@ -323,6 +323,8 @@ def test_config_errors(model_dir, even_data, tmp_path):
     assert "launch with torchrun" in error("--reward", "outcome", "--batch-size", "16", "--parallel", "fsdp")
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "x", "tests": {"type": "call", "cases": []}}])
     assert "bad.jsonl:1" in error("--reward", "outcome", "--batch-size", "16", "--data", bad)
+    assert "--finish-share 0.0 must be in (0, 1]" in error("--reward", "outcome", "--batch-size", "16",
+                                                           "--finish-share", "0")
 
 
 def test_short_run_raises_mean_reward(model_dir, even_data, tmp_path):
@@ -455,14 +457,13 @@ if __name__ == "__main__":  # the 2-rank side of the test above, under torchrun:
     model_path, data, out = sys.argv[1:4]
     register_even_task()
     grpo.generate = per_prompt_generate
-    fast_decode_step, fast_steps = synth.fast_decode_step, []
+    runs_written_out, fast_steps = synth.runs_written_out, []
 
-    def counted(*args, **kwargs):  # which generate() calls ran the fast decode step
-        step = fast_decode_step(*args, **kwargs)
-        fast_steps.append(step is not None)
-        return step
+    def counted(model):  # which generate() calls ran a written-out decode step (static or over the growing cache)
+        fast_steps.append(runs_written_out(model))
+        return fast_steps[-1]
 
-    synth.fast_decode_step = counted
+    synth.runs_written_out = counted
     for parallel in ("ddp", "fsdp"):
         fast_steps.clear()
         grpo.train(rank_test_args(model_path, data, Path(out) / parallel, parallel))

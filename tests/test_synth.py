@@ -159,15 +159,20 @@ def test_logprobs_equal_a_fresh_forward_pass(tokenizer, temperature, top_k, top_
     samples = generate(model, tokenizer, PROMPTS, n=2, max_new_tokens=16, temperature=temperature, top_k=top_k,
                        top_p=top_p, seed=1, sync_every=4)
     for sample in samples:
-        ids = sample.prompt_token_ids + sample.token_ids
-        with torch.no_grad():
-            logits = model(torch.tensor([ids])).logits[0].float()
-        start = len(sample.prompt_token_ids) - 1
-        logits = logits[start:start + len(sample.token_ids)]
-        # log_softmax(logits / T) before top-k/top-p: the numbers GRPO trains on (raw logits when greedy)
-        logprobs = (logits / temperature if temperature > 0 else logits).log_softmax(-1)
-        expected = logprobs.gather(-1, torch.tensor(sample.token_ids)[:, None]).squeeze(-1)
-        torch.testing.assert_close(torch.tensor(sample.logprobs), expected, atol=1e-4, rtol=0)
+        torch.testing.assert_close(torch.tensor(sample.logprobs), forward_logprobs(model, sample, temperature),
+                                   atol=1e-4, rtol=0)
+
+
+def forward_logprobs(model, sample, temperature):
+    """The sample's log-probs from one fresh forward over prompt + completion: log_softmax(logits / T) before
+    top-k/top-p, the numbers GRPO trains on (raw logits when greedy)."""
+    ids = sample.prompt_token_ids + sample.token_ids
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0].float()
+    start = len(sample.prompt_token_ids) - 1
+    logits = logits[start:start + len(sample.token_ids)]
+    logprobs = (logits / temperature if temperature > 0 else logits).log_softmax(-1)
+    return logprobs.gather(-1, torch.tensor(sample.token_ids)[:, None]).squeeze(-1)
 
 
 # qwen3 adds RMSNorm on queries and keys; mistral without a sliding window is llama's layout; the llama case uses a
@@ -181,7 +186,8 @@ FAST_ARCHS = {"qwen2": {}, "llama": dict(rope_parameters=dict(rope_type="llama3"
 @pytest.mark.parametrize("arch", FAST_ARCHS)
 def test_fast_decode_step_matches_the_models_own_forward(tokenizer, arch):
     """The decode step written out from the weights against the model's forward, step by step: the same greedy
-    tokens, log-probs within 1e-5 (fp32), across left padding, several EOS ids and rows dropped from the batch."""
+    tokens, log-probs within 1e-5 (fp32, plus 2e-6 relative), across left padding, several EOS ids and rows dropped
+    from the batch."""
     model = tiny_model(tokenizer, arch, initializer_range=0.3, **FAST_ARCHS[arch])
     cache = synth.new_cache(model, 8)
     assert synth.fast_decode_step(model, cache, 8) is not None, f"{arch} should take the fast path"
@@ -195,8 +201,8 @@ def test_fast_decode_step_matches_the_models_own_forward(tokenizer, arch):
         slow = generate(model, tokenizer, PROMPTS, temperature=temperature, seed=5, fast=False, **settings)
         assert [s.token_ids for s in fast] == [s.token_ids for s in slow]
         assert temperature or len({len(s.token_ids) for s in fast}) > 1, "rows should end at different steps"
-        for a, b in zip(fast, slow):
-            torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5, rtol=0)
+        for a, b in zip(fast, slow):  # log-probs of this peaked model reach -10, where fp32 rounds at ~1e-6
+            torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5, rtol=2e-6)
 
 
 @pytest.mark.parametrize("weights", ["bf16", "fp32 under bf16 autocast"])  # the second is grpo.py's bf16 mode
