@@ -608,8 +608,10 @@ def _generate(model, tokenizer, prompts, n, max_new_tokens, temperature, top_p, 
     step, running = 0, True
     while True:
         if running:
+            # static: one draw per row of the call, picked by origin, since its batch also holds idle rows, so that
+            # a row's draws do not depend on bucketing; the growing cache holds running rows only, one draw each
             tokens, logprobs = sample_next_token(logits, temperature, top_k, top_p, generator,
-                                                 draws=(len(samples), rows.origin))
+                                                 draws=(len(samples), rows.origin) if static else None)
             rows.record(step, tokens, logprobs, eos)
         step += 1
 

@@ -197,11 +197,13 @@ def test_fast_decode_step_matches_the_models_own_forward(tokenizer, arch):
     middles = [s.token_ids[len(s.token_ids) // 2] for s in first[::4] if len(s.token_ids) > 4]
     model.generation_config.eos_token_id = [tokenizer.eos_token_id] + middles
     for temperature in (0.0, 1.0):
-        fast = generate(model, tokenizer, PROMPTS, temperature=temperature, seed=5, fast=True, **settings)
+        fast = generate(model, tokenizer, PROMPTS, temperature=temperature, seed=5, fast=True, static=False,
+                        **settings)   # the growing cache; tests/test_engine.py tests the static step
         slow = generate(model, tokenizer, PROMPTS, temperature=temperature, seed=5, fast=False, **settings)
         assert [s.token_ids for s in fast] == [s.token_ids for s in slow]
         assert temperature or len({len(s.token_ids) for s in fast}) > 1, "rows should end at different steps"
-        for a, b in zip(fast, slow):  # log-probs of this peaked model reach -10, where fp32 rounds at ~1e-6
+        for a, b in zip(fast, slow):  # log-probs of this peaked model reach -10; fp32 rounding there depends on
+            # the CPU's kernels (AVX-512 machines reach 1.2e-5 at -3.2 on mistral), hence the relative term
             torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5, rtol=2e-6)
 
 
