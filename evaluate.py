@@ -222,6 +222,7 @@ def parse_args(argv=None):
     ap.add_argument("--top-p", type=float, default=1.0)
     ap.add_argument("--max-new-tokens", type=int, default=2048)
     ap.add_argument("--batch-size", type=int, default=16, help="prompts per generate() call")
+    ap.add_argument("--no-cuda-graphs", action="store_true", help="decode without CUDA graphs (same tokens, slower)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dtype", default=None)
     ap.add_argument("--device", default=None)

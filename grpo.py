@@ -119,6 +119,8 @@ def parse_args(argv=None):
     p.add_argument("--finish-share", type=float, default=1.0,
                    help="end a generate() call's unfinished completions once this share of its rows has finished "
                         "(cut, without EOS: truncated; pair with --mask-truncated). Default 1: off")
+    p.add_argument("--no-cuda-graphs", action="store_true",
+                   help="decode without CUDA graphs (the same tokens, slower; to rule them out when debugging)")
     p.add_argument("--rollout-is", choices=["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"],
                    help="correct the engine/trainer log-prob mismatch by importance sampling (TRL's "
                         "vllm_importance_sampling_mode): weight each token's loss by pi_train/pi_engine of the token "
@@ -943,6 +945,7 @@ def rollout(args, policy, tokenizer, problems, n, seed, temperature=None, on_fin
                              max_new_tokens=args.max_new_tokens,
                              temperature=args.temperature if temperature is None else temperature,
                              top_p=args.top_p, top_k=args.top_k, seed=seed + start, finish_share=finish_share,
+                             cuda_graphs=not args.no_cuda_graphs,
                              **({} if on_finish is None else
                                 {"on_finish": lambda row, sample, first=start * n: on_finish(first + row, sample)}))
             for s in chunk:

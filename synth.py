@@ -1616,7 +1616,8 @@ def generate_samples(problems, cfg, samples_path):
                 texts = [format_prompt(tokenizer, u, system=s) for s, u in
                          (build_prompt(p, cfg.prompt_format, kind) for p in batch)]
                 outs = generate(model, tokenizer, texts, n=k, max_new_tokens=cfg.max_new_tokens,
-                                temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed + start)
+                                temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed + start,
+                                cuda_graphs=not cfg.no_cuda_graphs)
                 for out in outs:
                     p = batch[out.prompt_index]
                     row = (dict(completion=out.text) if kind == "math" else
@@ -2565,7 +2566,7 @@ def cmd_lcb_rb(args):
         generate_samples(problems, argparse.Namespace(
             model=args.model, n=args.n, dtype=args.dtype, device=args.device, family="lcb", prompt_format="recode",
             batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-            top_p=args.top_p, seed=args.seed), samples_path)
+            top_p=args.top_p, seed=args.seed, no_cuda_graphs=False), samples_path)
     try:
         rows, counts = lcb_rb_pairs(problems, load_samples(samples_path, set(problems)), judge,
                                     args.pairs_per_problem, args.seed, args.max_attempts, **exec_settings(args, 6.0))
