@@ -344,7 +344,8 @@ def run_benchmark(cfg):
                    reference_checked=reference_checked,
                    settings={k: v for k, v in vars(cfg).items() if k != "out" and not callable(v)},
                    limits=dict(timeout_s=cfg.timeout, memory_mb=cfg.memory_mb, workers=cfg.workers, isolation=sandbox,
-                               timeout_rule="per test case (call/stdio), per program (assert/unittest)"))
+                               timeout_rule="per test case (call/stdio), per program (assert/unittest); "
+                                            "EvalPlus groups also min(60 s, their cases' limits) + 1 in all"))
     if cfg.canonical_only:
         results.update(counts=dict(tasks=len(problems), skipped=len(skipped)), scores={})
         if gate:
