@@ -9,6 +9,8 @@ test specification of one of four kinds:
     {"type": "call",     "fn_name": "f", "cases": [{"args": [...], "expected": ...}], "atol": 0}
     {"type": "unittest", "program": "..."}      unittest.TestCase classes (BigCodeBench)
 
+A call spec may add "compare": "evalplus" (its expected outputs are then typed values, encode's format, compared as
+EvalPlus 0.3.1 compares: ==, then np.allclose with rtol 1e-7) and "sample_timeout" (seconds for all its cases together).
 "prelude" (optional) is trusted code run in the judge before the tests (HumanEval's prompt, whose helpers such as
 `poly` the tests then call as the judge's own); "entry_point" (optional) names program functions the tests may call
 even where a builtin or a prelude helper has the same name; "in_process": true keeps a test whose objects cannot
