@@ -868,13 +868,14 @@ def evalplus_spec(name, r, args, restored, outputs, limits, lenient=False):
 
 
 def _typed_literal(outputs):
-    """Python source of recorded typed values for a test program, or None where repr does not round-trip (numpy
-    scalars, nan in a complex): such a task compares with its canonical solution run in the sandbox."""
+    """Python source of recorded typed values for a test program, or None where repr is not a literal that gives
+    them back (numpy scalars, nan in a complex): such a task compares with its canonical solution run in the
+    sandbox. The repr of builtin values fixes their types; == accepts another set order, repr a nan."""
     values = [execute.decode(o) for o in outputs]
     text = repr(values)
     try:
-        same = repr(eval(text, {"__builtins__": {"set": set, "frozenset": frozenset}, "inf": math.inf,
-                                "nan": math.nan})) == text
+        back = eval(text, {"__builtins__": {"set": set, "frozenset": frozenset}, "inf": math.inf, "nan": math.nan})
+        same = back == values or repr(back) == text
     except Exception:
         same = False
     return text if same else None
