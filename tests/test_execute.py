@@ -178,7 +178,8 @@ def test_call_tests_compare_evalplus_way_or_as_plain_data():
 def test_a_program_cannot_forge_a_typed_answer():
     """Typed answers written straight onto the answer pipe: only what the strict decoder accepts is an answer, and
     anything malformed or oversized is the program's failure (never a pass, never a harness error)."""
-    forged = [b'["R", ["S", ["L", 1]], []]', b'["R", ["I", "' + b"f" * (1 << 21) + b'"], []]', b'["R", ["O", 0, "T"], []]',
+    forged = [b'["R", ["S", ["L", 1]], []]', b'["R", ["I", "' + b"f" * (1 << 21) + b'"], []]',
+              b'["R", ["O", 0, "T"], []]',
               b'["R", ["T", 1, 2, []]', b'["R", ["X", 1, 2], []]', b'["R", {"T": [1, 2]}, []]', b'["R", ["D", 1], []]',
               b'["R", ' + b'["T", ' * 150 + b'1' + b']' * 150 + b', []]']
     jobs = []
@@ -186,9 +187,9 @@ def test_a_program_cannot_forge_a_typed_answer():
         code = (f"import os, struct\nBODY = {body!r}\ndef f(x):\n    os.write(5, struct.pack('<Q', len(BODY)) + BODY)\n"
                 f"    os._exit(0)\n")
         jobs.append({"id": i, "code": code, "tests": evalplus_spec("f", [([1], (1, 2))])})
-    jobs.append({"id": "oversized", "code": "import os, struct\ndef f(x):\n    os.write(5, struct.pack('<Q', 1 << 40))\n"
-                 "    os._exit(0)\n", "tests": evalplus_spec("f", [([1], (1, 2))])})
-    jobs.append({"id": "control", "code": "def f(x):\n    return (1, 2)\n", "tests": evalplus_spec("f", [([1], (1, 2))])})
+    oversized = "import os, struct\ndef f(x):\n    os.write(5, struct.pack('<Q', 1 << 40))\n    os._exit(0)\n"
+    for name, code in (("oversized", oversized), ("control", "def f(x):\n    return (1, 2)\n")):
+        jobs.append({"id": name, "code": code, "tests": evalplus_spec("f", [([1], (1, 2))])})
     for r in execute.run_jobs(jobs, workers=2, timeout=5.0):
         assert r["status"] == "passed" if r["id"] == "control" else r["status"] in ("failed", "runtime_error"), r
 
