@@ -235,6 +235,9 @@ def parse_args(argv=None):
     ap.add_argument("--lcb-version", default="release_v5", help="LiveCodeBench release (download only)")
     ap.add_argument("--start-date", help="LiveCodeBench: first contest date, YYYY-MM-DD")
     ap.add_argument("--end-date", help="LiveCodeBench: last contest date, YYYY-MM-DD")
+    ap.add_argument("--lenient", action="store_true",
+                    help="HumanEval+/MBPP+: compare call outputs as plain JSON data (a tuple equals a list, int keys "
+                         "equal string keys) instead of EvalPlus's own rule (==, then np.allclose)")
     ap.add_argument("--limit", type=int, help="only the first N tasks (smoke runs)")
     ap.add_argument("--skip-canonical", action="store_true", help="do not run the canonical-solution gate")
     ap.add_argument("--canonical-only", action="store_true",
@@ -312,7 +315,7 @@ def run_benchmark(cfg):
     # the isolation the results record; as a command, the pool was started before torch was imported (top of file)
     sandbox = isolation(cfg.workers) if cfg.family != "math" else None
     problem_list, data_info = load_benchmark(cfg.benchmark, cfg.data, cfg.split, cfg.subset, cfg.lcb_version,
-                                             cfg.start_date, cfg.end_date, cfg.workers)
+                                             cfg.start_date, cfg.end_date, cfg.workers, cfg.lenient)
     known_ids = {p["task_id"] for p in problem_list}
     if cfg.limit:
         problem_list = problem_list[:cfg.limit]
@@ -342,7 +345,8 @@ def run_benchmark(cfg):
                    reference_checked=reference_checked,
                    settings={k: v for k, v in vars(cfg).items() if k != "out" and not callable(v)},
                    limits=dict(timeout_s=cfg.timeout, memory_mb=cfg.memory_mb, workers=cfg.workers, isolation=sandbox,
-                               timeout_rule="per test case (call/stdio), per program (assert/unittest)"))
+                               timeout_rule="per test case (call/stdio), per program (assert/unittest); "
+                                            "EvalPlus groups also min(60 s, their cases' limits) + 1 in all"))
     if cfg.canonical_only:
         results.update(counts=dict(tasks=len(problems), skipped=len(skipped)), scores={})
         if gate:

@@ -9,6 +9,8 @@ test specification of one of four kinds:
     {"type": "call",     "fn_name": "f", "cases": [{"args": [...], "expected": ...}], "atol": 0}
     {"type": "unittest", "program": "..."}      unittest.TestCase classes (BigCodeBench)
 
+A call spec may add "compare": "evalplus" (its expected outputs are then typed values, encode's format, compared as
+EvalPlus 0.3.1 compares: ==, then np.allclose with rtol 1e-7) and "sample_timeout" (seconds for all its cases together).
 "prelude" (optional) is trusted code run in the judge before the tests (HumanEval's prompt, whose helpers such as
 `poly` the tests then call as the judge's own); "entry_point" (optional) names program functions the tests may call
 even where a builtin or a prelude helper has the same name; "in_process": true keeps a test whose objects cannot
@@ -65,6 +67,9 @@ from decimal import Decimal, InvalidOperation
 STATUSES = ("passed", "failed", "timeout", "memory", "runtime_error", "syntax_error", "harness_error")
 PROGRAM_STATUSES = STATUSES[:-1]      # what a program can cause; harness_error only ever comes from our side
 TEST_TYPES = ("assert", "stdio", "call", "unittest")
+# How a call test compares an output with its expected one: "plain" (JSON-plain data, expected is JSON) or
+# "evalplus" (expected is a typed value, execute.encode's format, compared as EvalPlus 0.3.1 compares)
+COMPARE_RULES = ("plain", "evalplus")
 
 # Limits beyond the three on the command line. Sized for benchmark code; raise them for heavier suites.
 STDOUT_LIMIT = 16 << 20      # bytes of stdout kept per run; a stdio program printing more is stopped
@@ -192,6 +197,16 @@ def validate_job(job):
                 return f"case {i}: 'timeout' must be a positive number of seconds"
         if kind == "call" and not isinstance(tests.get("fn_name"), str):
             return "call tests need a 'fn_name' string"
+        if tests.get("compare", "plain") not in COMPARE_RULES or kind == "stdio" and "compare" in tests:
+            return f"'compare' must be one of {', '.join(COMPARE_RULES)} (call tests only)"
+        if tests.get("compare") == "evalplus":
+            for i, case in enumerate(cases):
+                try:
+                    "expected" in case and decode(case["expected"])
+                except Garbage as e:
+                    return f"call case {i}: 'expected' is not a typed value (execute.encode's format): {e}"
+        if not (isinstance(tests.get("sample_timeout", 1), (int, float)) and tests.get("sample_timeout", 1) > 0):
+            return "'sample_timeout' must be a positive number of seconds"
         if not isinstance(tests.get("atol", 0), (int, float)) or tests.get("atol", 0) < 0:
             return "'atol' must be a non-negative number"
     return None
@@ -210,6 +225,53 @@ def plain_equal(actual, expected, atol=0.0):
     if isinstance(expected, dict) and isinstance(actual, dict):
         return actual.keys() == expected.keys() and all(plain_equal(actual[k], expected[k], atol) for k in expected)
     return type(actual) is type(expected) and actual == expected
+
+
+# EvalPlus 0.3.1's output check (evalplus/eval/__init__.py, unsafe_execute and is_floats), on decoded typed data.
+# synth.py's oracle programs run these same functions in the judge (it includes their source).
+EVALPLUS_RTOL = 1e-07           # the rtol EvalPlus passes to np.allclose (np.testing.assert_allclose's default)
+EVALPLUS_FLOAT_ATOL = 1e-6      # the atol EvalPlus enforces once an expected output is float-valued
+
+
+def evalplus_is_floats(x):
+    """A float, a non-empty list or tuple of floats only, or a float32/float64 ndarray."""
+    if isinstance(x, float):
+        return True
+    if isinstance(x, (list, tuple)) and x:
+        return all(isinstance(i, float) for i in x)
+    if type(x).__name__ == "ndarray":
+        import numpy
+        return x.dtype == numpy.float64 or x.dtype == numpy.float32
+    return False
+
+
+def evalplus_atol(atol, expected):
+    """The tolerance EvalPlus uses from this input on: its loop raises a zero atol to 1e-6 at the first
+    float-valued expected output and keeps it for the rest of the test group."""
+    return EVALPLUS_FLOAT_ATOL if atol == 0 and evalplus_is_floats(expected) else atol
+
+
+def evalplus_close(out, expected, atol):
+    """EvalPlus's fallback when out != expected: with a tolerance, the same type, the same length and
+    np.allclose(rtol=1e-7, atol). Anything numpy refuses (strings, dicts, ragged lists) is not close."""
+    if atol == 0 or type(out) is not type(expected):
+        return False
+    if isinstance(expected, (list, tuple)) and len(out) != len(expected):
+        return False
+    import numpy
+    try:
+        return bool(numpy.allclose(out, expected, rtol=EVALPLUS_RTOL, atol=atol))
+    except Exception:
+        return False
+
+
+def evalplus_equal(out, expected, atol):
+    """EvalPlus's verdict on one output: Python's == (so 1 == True, [1] != (1,)), else evalplus_close. An
+    equality numpy cannot make a truth value of is a failure, as EvalPlus's assert makes it."""
+    try:
+        return bool(out == expected) or evalplus_close(out, expected, atol)
+    except Exception:
+        return False
 
 
 def stdout_matches(actual, expected, atol=0.0):
@@ -334,13 +396,14 @@ class Worker:
                                "memory_mb": memory_mb})
         budget = time.monotonic() + sum(c.get("timeout", timeout) for c in cases) + timeout + 2 * len(cases) + 30
         passed, first_failure, outputs, times = 0, None, [None] * len(cases), [None] * len(cases)
+        check = _output_check(tests)
         while True:
             message = _recv(self.from_zygote, budget)
             if message is None:
                 raise EOFError("the sandbox process exited")
             if "end" not in message:          # one case's outcome
                 times[message["index"]] = message.get("seconds")
-                failure = _judge_case(tests, message, outputs)
+                failure = _judge_case(tests, message, outputs, check)
                 if failure is None:
                     passed += 1
                 elif first_failure is None:
@@ -433,7 +496,35 @@ def _judge_can_run(tests):
     return True
 
 
-def _judge_case(tests, message, outputs):
+def _output_check(tests):
+    """check(index, the zygote's value) -> None when call case index's output matches its expected one, else what
+    differs. "evalplus": both sides are typed values, decoded here, compared by evalplus_equal with the tolerance
+    EvalPlus would use at that input (expected outputs decode one by one, in case order, as cases are judged)."""
+    cases, atol = tests["cases"], float(tests.get("atol", 0))
+    if tests.get("compare", "plain") == "plain":
+        def check(index, value):
+            if plain_equal(value, cases[index]["expected"], atol):
+                return None
+            return f"expected {_clip(json.dumps(cases[index]['expected']))}, got {_clip(json.dumps(value))}"
+        return check
+    expected, atols = [], []
+
+    def check(index, value):
+        while len(expected) <= index:
+            case = cases[len(expected)]
+            expected.append(decode(case["expected"]) if "expected" in case else None)
+            atols.append(evalplus_atol(atols[-1] if atols else atol, expected[-1]))
+        try:
+            out = decode(value)
+        except Garbage as e:     # the zygote encodes what it decoded: not expected, but never a pass
+            return f"unreadable output: {e}"
+        if evalplus_equal(out, expected[index], atols[index]):
+            return None
+        return f"expected {_clip(repr(expected[index]))}, got {_clip(repr(out))}"
+    return check
+
+
+def _judge_case(tests, message, outputs, check):
     """The parent's verdict on one reported case: None if it passed, else {"status", "detail"}."""
     index = message["index"]
     case, atol = tests["cases"][index], float(tests.get("atol", 0))
@@ -447,10 +538,8 @@ def _judge_case(tests, message, outputs):
     if "expected" not in case:                  # record mode: the caller wants the output itself
         outputs[index] = message["value"]
         return None
-    if plain_equal(message["value"], case["expected"], atol):
-        return None
-    return {"status": "failed", "detail": f"case {index}: expected {_clip(json.dumps(case['expected']))}, "
-                                          f"got {_clip(json.dumps(message['value']))}"}
+    difference = check(index, message["value"])
+    return None if difference is None else {"status": "failed", "detail": f"case {index}: {difference}"}
 
 
 class Pool:
@@ -1136,11 +1225,15 @@ def run_job_in_zygote(request, state, ask_parent, judge, handed):
 
 
 def _drive_call(code, tests, limits, state, ask_parent):
-    """One run for all cases: send case i, read exactly one answer, decode it, report it as case i's."""
+    """One run for all cases: send case i, read exactly one answer, decode it, report it as case i's. With
+    "sample_timeout" the whole run, the program's loading included, also has that many seconds (EvalPlus's cap)."""
+    cap = tests.get("sample_timeout")
+    sample_end = time.monotonic() + cap if cap else math.inf
+    typed = tests.get("compare") == "evalplus"
     run = _Run(state, "serve", code, limits)
     try:
         run.send(["call", tests["fn_name"]])
-        hello = run.answer(time.monotonic() + limits["timeout"] + 1.0)
+        hello = run.answer(min(time.monotonic() + limits["timeout"] + 1.0, sample_end))
         if not run.ready and hello in (None, "timeout"):
             return {"error": {"status": "harness_error" if hello is None else "timeout",
                               "detail": f"sandbox setup failed: {run.stderr_text()[-300:]}" if hello is None
@@ -1162,12 +1255,15 @@ def _drive_call(code, tests, limits, state, ask_parent):
                 return {}
             start = time.monotonic()
             run.send(["case", case])
-            body = run.answer(start + limits["case_timeouts"][index])
+            deadline = start + limits["case_timeouts"][index]
+            body = run.answer(min(deadline, sample_end))
             seconds = time.monotonic() - start
             error = _answer_error(run, body, limit=limits["case_timeouts"][index])
+            if body == "timeout" and sample_end < deadline:
+                error["detail"] = f"the sample exceeded its {cap:g} s limit (all cases together)"
             value = None
             if error is None:
-                value, error = _call_value(body)
+                value, error = _call_value(body, typed)
             stop = error is not None and error.get("fatal")
             if error:
                 error.pop("fatal", None)
@@ -1193,8 +1289,10 @@ def _answer_error(run, body, before_tests=False, limit=None):
     return None
 
 
-def _call_value(body):
-    """Decode one call answer into the caller's plain data (an output too big to ship becomes a digest)."""
+def _call_value(body, typed=False):
+    """Decode one call answer into the caller's plain data (an output too big to ship becomes a digest), or with
+    typed, into the typed encoding of what was decoded (shipped whole: a digest could not be compared EvalPlus's
+    way, within a tolerance or by ==)."""
     try:
         answer = parse_answer(body)
     except Garbage as e:
@@ -1206,6 +1304,8 @@ def _call_value(body):
     if answer[0] != "R":
         return None, {"status": "runtime_error", "detail": f"unexpected answer {answer[0]!r}"}
     try:
+        if typed:
+            return encode(answer[1]), None
         plain = to_plain(answer[1])
         text = json.dumps(plain)
     except (TypeError, ValueError) as e:

@@ -829,10 +829,13 @@ BENCHMARKS = {
     "gsm8k":   dict(family="math"), "math500": dict(family="math"),
     "aime":    dict(family="math"), "minerva": dict(family="math"),
 }
-EVALPLUS_MIN_TIME_S = 4.0     # EvalPlus's floor on the time limit of one input
-EVALPLUS_SAMPLE_CAP_S = 60.0  # EvalPlus bounds one sample's whole test run at 60 s
+# EvalPlus's time rules (evalplus 0.3.1, untrusted_check): input i may take max(floor, 4 x the canonical solution's
+# time on it), and a whole test group min(60 s, the sum of those) + 1. 0.3.1's floor (DEFAULT_MIN_TIME_LIMIT) is
+# 1 s; ours is 4 s, the floor of EvalPlus's later releases, because on a loaded machine 1 s turns noise into timeouts.
+EVALPLUS_MIN_TIME_S = 4.0
+EVALPLUS_SAMPLE_CAP_S = 60.0
 RECORD_TIMEOUT_S = 20.0       # per input, when the canonical solution records expected outputs
-CACHE_FORMAT = "v2"           # bump when recorded expected outputs change meaning
+CACHE_FORMAT = "v3"           # bump when recorded expected outputs change meaning (v3: typed values)
 
 # -----------------------------------------------------------------------------
 # Reading data files
@@ -984,23 +987,28 @@ MBPP_RESTORE = {
     **{t: lambda inp: list(_deep_tuple(inp)) for t in (580, 615, 791)},
 }
 
-# EvalPlus's special oracles, where plain output equality is the wrong test (evalplus/eval/__init__.py). Each is
-# the condition one case must meet, with _o the output, _e the recorded expected output, _a the arguments.
+# EvalPlus's special oracles (evalplus/eval/__init__.py, unsafe_execute): what replaces `out == exp` for one
+# task, with _o the output, _e the recorded expected output, _a the arguments, _ATOL the tolerance so far. The
+# tolerance fallback (execute.evalplus_close) still applies after them, except after find_zero's, which is final.
 SPECIAL_ORACLES = {
     ("humaneval+", "find_zero"): "abs(_poly(*_a, _o)) <= _ATOL",
     ("mbpp+", "are_equivalent"): "True",
-    ("mbpp+", "sum_div"): "_o == 0 or _close(_o, _e, _ATOL)",
-    ("mbpp+", "surface_Area"): "_close(_o, _e, _ATOL) or abs(_o - _surface_area(*_a)) <= _ATOL",
-    ("mbpp+", "digit_distance_nums"): "_close(_o, _e, _ATOL) or _o == _digit_distance(*_a)",
-    **{("mbpp+", f): "set(map(_freeze, _o)) == set(map(_freeze, _e))" for f in (
+    ("mbpp+", "sum_div"): "_o == _e or _o == 0",
+    ("mbpp+", "surface_Area"): "_o == _e or abs(_o - _surface_area(*_a)) <= _ATOL",
+    ("mbpp+", "digit_distance_nums"): "_o == _e or _o == _digit_distance(*_a)",
+    **{("mbpp+", f): "set(_o) == set(_e)" for f in (
         "similar_elements", "find_char_long", "common_in_nested_lists", "extract_singly", "larg_nnum",
         "intersection_array", "find_dissimilar", "Diff")},
     # outputs (re.Match objects) are not data: EvalPlus records only whether the canonical output is None
     **{("mbpp+", f): "(_o == _e) if isinstance(_o, bool) else (_e == (_o is not None))" for f in (
         "check_str", "text_match_three", "text_starta_endb")},
 }
-ORACLE_HELPERS = '''
+FINAL_ORACLES = {("humaneval+", "find_zero")}
+# the test programs run execute.py's own EvalPlus rule in the judge: one copy of it, included as source
+ORACLE_HELPERS = f'''
 import copy as _copy, json as _json, math as _math
+inf, nan = float("inf"), float("nan")
+EVALPLUS_RTOL, EVALPLUS_FLOAT_ATOL = {execute.EVALPLUS_RTOL!r}, {execute.EVALPLUS_FLOAT_ATOL!r}
 def _poly(xs, x):
     return sum(c * _math.pow(x, i) for i, c in enumerate(xs))
 def _surface_area(base_edge, height):
@@ -1010,31 +1018,11 @@ def _digit_distance(a, b):
     a, b = str(a), str(b)
     w = max(len(a), len(b))
     return sum(abs(int(x) - int(y)) for x, y in zip(a.zfill(w), b.zfill(w)))
-def _freeze(x):
-    if isinstance(x, (list, tuple)):
-        return tuple(_freeze(i) for i in x)
-    return frozenset(x) if isinstance(x, set) else x
-def _close(o, e, atol):
-    if isinstance(e, (list, tuple)):
-        return isinstance(o, (list, tuple)) and len(o) == len(e) and all(_close(a, b, atol) for a, b in zip(o, e))
-    if atol and isinstance(e, float) and isinstance(o, (int, float)):
-        return abs(o - e) <= atol + 1e-7 * abs(e)
-    return o == e
-def _floats(e):
-    return isinstance(e, float) or (isinstance(e, (list, tuple)) and bool(e) and all(isinstance(i, float) for i in e))
-def _evalplus_eq(o, e, atol):
-    if o == e:
-        return True
-    atol = atol or (1e-6 if _floats(e) else 0)
-    return bool(atol) and type(o) is type(e) and _close(o, e, atol)
-'''
-# When a canonical solution's outputs cannot travel as plain data, the test program runs it in the sandbox next to
-# the candidate and compares there, as EvalPlus does in-process: exact ==, else floats within atol.
-REFERENCE_CHECK = "_evalplus_eq(_o, _e, _ATOL)"
-
-
-def _is_floats(x):  # EvalPlus's is_floats, on recorded plain data (ndarrays arrive as lists)
-    return isinstance(x, float) or (isinstance(x, list) and bool(x) and all(isinstance(i, float) for i in x))
+''' + "".join(inspect.getsource(f) for f in (execute.evalplus_is_floats, execute.evalplus_atol,
+                                              execute.evalplus_close))
+# When a canonical solution's outputs cannot be recorded, the test program runs it in the sandbox next to the
+# candidate and compares there, as EvalPlus does in-process: `out == exp`, then the tolerance fallback.
+REFERENCE_CHECK = "_o == _e"
 
 
 def _call_case(args, restored):
@@ -1042,7 +1030,7 @@ def _call_case(args, restored):
     return {"args_py": repr(list(args))} if restored else {"args": args}
 
 
-def load_evalplus(rows, name, data_sha, workers):
+def load_evalplus(rows, name, data_sha, workers, lenient=False):
     restore = MBPP_RESTORE if name == "mbpp+" else {}
     tasks = []
     for r in rows:
@@ -1060,45 +1048,75 @@ def load_evalplus(rows, name, data_sha, workers):
             span = slice(first, first + len(args))
             first += len(args)
             if args:
-                # EvalPlus's limit per input: max(4 s, 4 x the canonical solution's time), when execute.py reports
-                # per-case times in record mode; else the 4 s floor throughout
+                # EvalPlus 0.3.1's limit per input: max(floor, 4 x the canonical solution's time), with our 4 s floor
+                # (EVALPLUS_MIN_TIME_S), when execute.py reports per-case times in record mode; else the floor
                 limits = [max(EVALPLUS_MIN_TIME_S, 4 * t) for t in times[span]] or [EVALPLUS_MIN_TIME_S] * len(args)
-                p["tests"][group], timeout = evalplus_spec(name, r, args, restored, outputs and outputs[span], limits)
+                p["tests"][group], timeout = evalplus_spec(name, r, args, restored, outputs and outputs[span], limits,
+                                                           lenient)
                 if timeout:
                     p["timeouts"][group] = timeout
     return out
 
 
-def evalplus_spec(name, r, args, restored, outputs, limits):
-    """The execute.py spec of one EvalPlus test group and its job timeout (None: the per-case one). outputs None
-    means the canonical outputs could not be recorded as plain data (Mbpp/255's are 1 GB of tuples): the test
-    program then runs the canonical solution in the sandbox next to the candidate and compares there."""
+def evalplus_spec(name, r, args, restored, outputs, limits, lenient=False):
+    """The execute.py spec of one EvalPlus test group and its job timeout (None: the per-case one). outputs are
+    typed values (execute.encode's format), or None when the canonical outputs could not be recorded (Mbpp/255's
+    are 1 GB of tuples): the test program then runs the canonical solution in the sandbox next to the candidate
+    and compares there. A call spec compares EvalPlus's way; lenient: as plain data (JSON types, absolute atol)."""
     entry, atol = r["entry_point"], float(r["atol"])
-    if outputs and atol == 0 and any(_is_floats(o) for o in outputs):
-        atol = 1e-6  # EvalPlus enforces a tolerance whenever the expected output is float-valued
     oracle = SPECIAL_ORACLES.get((name, entry))
+    sample_cap = min(EVALPLUS_SAMPLE_CAP_S, sum(limits)) + 1
     if oracle or outputs is None:
-        program = oracle_program(entry, oracle or REFERENCE_CHECK, args, restored, atol, outputs,
-                                 reference=reference_code(name, r) if outputs is None else None)
+        literal = outputs and _typed_literal(outputs)
+        reference = None if literal else reference_code(name, r)
+        program = oracle_program(entry, oracle or REFERENCE_CHECK, args, restored, atol, literal,
+                                 reference=reference, final=(name, entry) in FINAL_ORACLES)
         # with the reference run next to the candidate, outputs too big for data are compared where they are made
-        spec = {"type": "assert", "program": program, **({"in_process": True} if outputs is None else {})}
-        return spec, min(EVALPLUS_SAMPLE_CAP_S, sum(limits)) + 1
-    cases = [dict(_call_case(a, restored), expected=o, **({"timeout": round(t, 3)} if t > EVALPLUS_MIN_TIME_S else {}))
-             for a, o, t in zip(args, outputs, limits)]
-    return {"type": "call", "fn_name": entry, "cases": cases, "atol": atol}, None
+        spec = {"type": "assert", "program": program, **({"in_process": True} if reference else {})}
+        return spec, sample_cap
+    cases = [dict(_call_case(a, restored), **({"timeout": round(t, 3)} if t > EVALPLUS_MIN_TIME_S else {}))
+             for a, t in zip(args, limits)]
+    if lenient:
+        values = [execute.decode(o) for o in outputs]
+        if atol == 0 and any(execute.evalplus_is_floats(v) for v in values):
+            atol = execute.EVALPLUS_FLOAT_ATOL      # for the whole group: plain data has no per-input rule
+        for case, v in zip(cases, values):
+            case["expected"] = execute.to_plain(v)
+        return {"type": "call", "fn_name": entry, "cases": cases, "atol": atol, "sample_timeout": sample_cap}, None
+    for case, o in zip(cases, outputs):
+        case["expected"] = o
+    return {"type": "call", "fn_name": entry, "cases": cases, "atol": atol, "compare": "evalplus",
+            "sample_timeout": sample_cap}, None
 
 
-def oracle_program(entry, condition, inputs, restored, atol, outputs=None, reference=None):
-    """A test program checking `condition` on every input; expected outputs are recorded ones, or, with
-    `reference` (the canonical code), computed in the sandbox from a deep copy of the input."""
+def _typed_literal(outputs):
+    """Python source of recorded typed values for a test program, or None where repr is not a literal that gives
+    them back (numpy scalars, nan in a complex): such a task compares with its canonical solution run in the
+    sandbox. The repr of builtin values fixes their types; == accepts another set order, repr a nan."""
+    values = [execute.decode(o) for o in outputs]
+    text = repr(values)
+    try:
+        back = eval(text, {"__builtins__": {"set": set, "frozenset": frozenset}, "inf": math.inf, "nan": math.nan})
+        same = back == values or repr(back) == text
+    except Exception:
+        same = False
+    return text if same else None
+
+
+def oracle_program(entry, condition, inputs, restored, atol, expected=None, reference=None, final=False):
+    """A test program checking `condition`, then EvalPlus's tolerance fallback unless final, on every input;
+    expected is the Python source of the recorded outputs, or with `reference` (the canonical code) they are
+    computed in the sandbox from a deep copy of the input."""
     args = repr([list(a) for a in inputs]) if restored else f"_json.loads({json.dumps(inputs)!r})"
-    expected = f"_json.loads({json.dumps(outputs)!r})" if reference is None else f"[None] * {len(inputs)}"
     head = "" if reference is None else f"_ref = {{}}\nexec({reference!r}, _ref)\n"
-    return (f"{ORACLE_HELPERS}\n{head}_ATOL = {atol!r}\n_ARGS = {args}\n_EXP = {expected}\n"
+    check = (f"    assert {condition}, f'input {{_i}}: got {{_o!r:.200}}'\n" if final else
+             f"    _exact = {condition}\n    _ATOL = evalplus_atol(_ATOL, _e)\n"
+             f"    assert _exact or evalplus_close(_o, _e, _ATOL), f'input {{_i}}: got {{_o!r:.200}}'\n")
+    return (f"{ORACLE_HELPERS}\n{head}_ATOL = {atol!r}\n_ARGS = {args}\n"
+            f"_EXP = {expected if reference is None else f'[None] * {len(inputs)}'}\n"
             f"for _i, (_a, _e) in enumerate(zip(_ARGS, _EXP)):\n"
             + ("" if reference is None else f"    _e = _ref[{entry!r}](*_copy.deepcopy(_a))\n")
-            + f"    _o = {entry}(*_a)\n"
-            f"    assert {condition}, f'input {{_i}}: got {{_o!r:.200}}'\n")
+            + f"    _o = {entry}(*_a)\n" + check)
 
 
 def reference_code(name, r):
@@ -1119,7 +1137,7 @@ def record_expected(name, tasks, data_sha, workers):
         cached = json.loads(path.read_text())
         return cached["expected"], cached["failures"]
     jobs = [{"id": r["task_id"], "code": reference_code(name, r), "tests": {
-        "type": "call", "fn_name": r["entry_point"],
+        "type": "call", "fn_name": r["entry_point"], "compare": "evalplus",
         "cases": [_call_case(a, restored) for a in sum(inputs.values(), [])]}}
             for r, inputs, restored in tasks]
     print(f"recording expected outputs of {len(jobs)} canonical solutions (cached in {path})")
@@ -1243,8 +1261,9 @@ def load_math(rows, name):
 
 
 def load_benchmark(name, data_path=None, split="instruct", subset="full", lcb_version="release_v5",
-                   start_date=None, end_date=None, workers=None):
-    """Problems of one benchmark (see the loader notes above) and where the data came from."""
+                   start_date=None, end_date=None, workers=None, lenient=False):
+    """Problems of one benchmark (see the loader notes above) and where the data came from. lenient: EvalPlus
+    benchmarks compare call outputs as plain data (see evalplus_spec)."""
     if name not in BENCHMARKS:
         fail(f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
     family = BENCHMARKS[name]["family"]
@@ -1259,7 +1278,7 @@ def load_benchmark(name, data_path=None, split="instruct", subset="full", lcb_ve
         if family == "humaneval":
             problems = load_humaneval(rows)
         elif family == "evalplus":
-            problems = load_evalplus(rows, name, info[0]["sha256"], workers)
+            problems = load_evalplus(rows, name, info[0]["sha256"], workers, lenient)
         elif family == "mbpp":
             problems = load_mbpp(rows, BENCHMARKS[name]["split"])
         elif family == "lcb":

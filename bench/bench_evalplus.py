@@ -9,9 +9,11 @@ check_correctness with the ground truth it computes itself; the table counts whe
     pip install evalplus==0.3.1          # bench-only
     python bench/bench_evalplus.py --data-dir DATA                         # both benchmarks, every mutant
     python bench/bench_evalplus.py --data-dir DATA --benchmarks humaneval+ --limit 40 --mutants canonical tuple_list
+    python bench/bench_evalplus.py --data-dir DATA --lenient        # evaluate.py --lenient (plain data) instead
 
-EvalPlus runs with min_time_limit 4 s (the floor EvalPlus uses since 0.3.1's successors; 0.3.1's default is 1 s,
-which turns a loaded 2-core machine's noise into timeouts), gt_time_limit_factor 4 and fast_check, as its CLI does.
+EvalPlus runs with min_time_limit 4 s (evaluate.py's floor, and that of EvalPlus's releases after 0.3.1; 0.3.1's
+default is 1 s, which turns a loaded 2-core machine's noise into timeouts), gt_time_limit_factor 4 and fast_check, as
+its CLI does.
 """
 import argparse
 import gzip
@@ -125,12 +127,12 @@ def evalplus_verdicts(name, data, samples_path, workers):
     return {tid: tuple(c) for tid, c in json.loads(out.strip().splitlines()[-1]).items()}
 
 
-def ours_verdicts(name, data, samples_path, workers):
+def ours_verdicts(name, data, samples_path, workers, lenient):
     """The same samples through evaluate.py --samples: {task_id: (n, base passes, plus passes)}."""
     import evaluate
     out = Path(tempfile.mkdtemp(prefix="recode-evalplus-"))
     args = ["--benchmark", name, "--data", str(data), "--samples", str(samples_path), "--out", str(out),
-            "--skip-canonical", "--workers", str(workers)]
+            "--skip-canonical", "--workers", str(workers)] + ["--lenient"] * lenient
     tasks = evaluate.main(args)["tasks"]
     return {tid: (t["n"], t.get("base", 0), t.get("plus", 0)) for tid, t in tasks.items() if t["n"]}
 
@@ -172,6 +174,7 @@ def main():
     ap.add_argument("--tasks", nargs="+", help="only these task ids")
     ap.add_argument("--limit", type=int, help="first N tasks of each benchmark")
     ap.add_argument("--workers", type=int, default=os.cpu_count())
+    ap.add_argument("--lenient", action="store_true", help="score with evaluate.py --lenient (plain-data comparison)")
     cfg = ap.parse_args()
     print(f"config: {vars(cfg)}")
     for name in cfg.benchmarks:
@@ -186,7 +189,7 @@ def main():
         results, seconds = {}, Counter()
         for label, path in runs.items():
             start = time.perf_counter()
-            ours = ours_verdicts(name, data, path, cfg.workers)
+            ours = ours_verdicts(name, data, path, cfg.workers, cfg.lenient)
             seconds["evaluate.py"] += time.perf_counter() - start
             start = time.perf_counter()
             results[label] = (ours, evalplus_verdicts(name, data, path, cfg.workers))

@@ -101,6 +101,19 @@ def test_humaneval_plus_scoring_conditions_plus_on_base(tmp_path):
     assert res["canonical"]["passed"] == {"base": 3, "plus": 3}
 
 
+def test_humaneval_plus_compares_as_evalplus_unless_lenient(tmp_path):
+    # a tuple for a list fails EvalPlus's out == exp and passes as plain data (the rule itself: test_execute.py)
+    rows = [{"task_id": "HumanEval/0", "solution": "def add(xs, y):\n    return tuple(x + y for x in xs)\n"},
+            {"task_id": "HumanEval/2", "solution": "def mean(xs):\n    return sum(xs) / len(xs)\n"},
+            {"task_id": "HumanEval/32", "solution": "def find_zero(xs):\n    return 0.0\n"}]
+    default = score(tmp_path, "humaneval+", "humanevalplus.jsonl", rows)
+    (tmp_path / "lenient").mkdir()
+    lenient = score(tmp_path / "lenient", "humaneval+", "humanevalplus.jsonl", rows, "--lenient")
+    assert default["tasks"]["HumanEval/0"]["base"] == 0 and lenient["tasks"]["HumanEval/0"]["plus"] == 1
+    assert default["settings"]["lenient"] is False and lenient["settings"]["lenient"] is True
+    assert default["canonical"]["all_passed"] and lenient["canonical"]["all_passed"]
+
+
 def test_mbpp_plus_scoring_with_special_oracles(tmp_path):
     res = score(tmp_path, "mbpp+", "mbppplus.jsonl", [
         # set-equality oracle: any order of the shared elements passes

@@ -116,6 +116,99 @@ def test_plain_equal():
     assert not execute.plain_equal({"a": 1.1}, {"a": 1.0}, atol=1e-6)
 
 
+def test_evalplus_rule_differs_from_plain_data_in_both_directions():
+    """Each way EvalPlus's `out == exp`, then np.allclose, differs from comparing JSON-plain data (to_plain)."""
+    big = 4 * 3.14159 * 1e6 ** 3 / 3
+    differ = [  # (output, expected, atol, EvalPlus's verdict); plain data says the opposite
+        (1, True, 0, True), (True, 1, 0, True),                  # 1 == True: plain data tells them apart
+        ((1, 2), [1, 2], 0, False), ([1, 2], (1, 2), 0, False),  # JSON makes both lists
+        ({"1": 2}, {1: 2}, 0, False), ({1: 2}, {"1": 2}, 0, False),   # JSON makes every key a string
+        ({1, 2}, [1, 2], 0, False), ([1, 2], {1, 2}, 0, False),       # to_plain sorts a set into a list
+        (big * (1 + 1e-10), big, 1e-6, True), ([big * (1 + 1e-10)], [big], 1e-6, True),   # rtol 1e-7
+        (3.0000001, 3, 1e-6, False), (3, 3.0000001, 1e-6, False),     # the fallback wants the same type
+        ({"a": 1.0}, {"a": 1.0000001}, 1e-6, False),                  # np.allclose refuses dicts
+    ]
+    agree = [(float(10 ** 17 + 1), 10 ** 17 + 1, 0, False), (10 ** 17, 1e17, 0, True), ([1.0, 2.0], [1.0], 1e-6, False),
+             ("ab", "ab ", 1e-6, False), (1.0000001, 1.0, 1e-6, True), (1.5, 1.0, 1e-6, False)]
+    for out, exp, atol, verdict in differ + agree:
+        assert execute.evalplus_equal(out, exp, atol) is verdict, (out, exp)
+        plain = execute.plain_equal(json.loads(json.dumps(execute.to_plain(out))), execute.to_plain(exp), atol)
+        assert plain is (not verdict if (out, exp, atol, verdict) in differ else verdict), (out, exp)
+    assert execute.evalplus_atol(0, [1.0, 2.0]) == 1e-6 and execute.evalplus_atol(0, [1.0, 2]) == 0
+    assert execute.evalplus_atol(0.5, 3) == 0.5
+
+
+def evalplus_spec(fn_name, cases, compare="evalplus", **extra):
+    encode = execute.encode if compare == "evalplus" else execute.to_plain
+    return {"type": "call", "fn_name": fn_name, "compare": compare, **extra,
+            "cases": [{"args": args, "expected": encode(e)} for args, e in cases]}
+
+
+def test_call_tests_compare_evalplus_way_or_as_plain_data():
+    """Hand-made samples, one per difference, through the sandbox with both comparisons (one batch of jobs)."""
+    samples = [  # (code, [(args, expected)], passes EvalPlus's way, passes as plain data)
+        ("def f(x):\n    return x & 1\n", [([3], True), ([4], False)], True, False),     # MBPP find_Parity
+        ("def f(x):\n    return bool(x & 1)\n", [([3], 1)], True, False),
+        ("def f(x):\n    return (x, x)\n", [([1], [1, 1])], False, True),
+        ("def f(x):\n    return [x, x]\n", [([1], (1, 1))], False, True),
+        ("def f(x):\n    return {str(x): x}\n", [([1], {1: 1})], False, True),
+        ("def f(x):\n    return {1, x}\n", [([2], [1, 2])], False, True),
+        ("def f(r):\n    return (4 / 3) * 3.14159 * r * r * r\n", [([1e6], 4 * 3.14159 * 1e6 ** 3 / 3)], True, False),
+        ("def f(x):\n    return x + 1e-7\n", [([1.5], 1.5), ([3], 3)], False, True),    # float for an int
+    ]
+    # EvalPlus's task atol is 0 and it raises it itself; plain data gets the group's 1e-6 (synth.py's lenient spec)
+    jobs = [{"id": (i, compare), "code": code, "tests": evalplus_spec("f", cases, compare,
+                                                                    atol=0 if compare == "evalplus" else 1e-6)}
+            for i, (code, cases, _, _) in enumerate(samples) for compare in ("evalplus", "plain")]
+    # EvalPlus raises a zero atol at the first float-valued expected output, for the inputs from there on
+    sticky = [([1], [1, 3])], [([0], 1.5)]
+    code = "def f(x):\n    return 1.5 if x == 0 else [1, 3.0000001]\n"
+    jobs += [{"id": "float first", "code": code, "tests": evalplus_spec("f", sticky[1] + sticky[0])},
+             {"id": "float later", "code": code, "tests": evalplus_spec("f", sticky[0] + sticky[1])}]
+    results = {r["id"]: r for r in execute.run_jobs(jobs, workers=2, timeout=5.0)}
+    for i, (code, _, evalplus, plain) in enumerate(samples):
+        assert (results[i, "evalplus"]["status"] == "passed") is evalplus, (code, results[i, "evalplus"])
+        assert (results[i, "plain"]["status"] == "passed") is plain, (code, results[i, "plain"])
+    assert results["float first"]["status"] == "passed" and results["float later"]["status"] == "failed"
+    recorded = execute.run_jobs([{"id": 0, "code": "def f(x):\n    return (x, {x: [1.0]})\n", "tests": {
+        "type": "call", "fn_name": "f", "compare": "evalplus", "cases": [{"args": [2]}]}}], workers=1)[0]
+    assert recorded["outputs"] == [["T", 2, ["D", 2, ["L", 1.0]]]]      # record mode keeps the types
+
+
+def test_a_program_cannot_forge_a_typed_answer():
+    """Typed answers written straight onto the answer pipe: only what the strict decoder accepts is an answer, and
+    anything malformed or oversized is the program's failure (never a pass, never a harness error)."""
+    forged = [b'["R", ["S", ["L", 1]], []]', b'["R", ["I", "' + b"f" * (1 << 21) + b'"], []]',
+              b'["R", ["O", 0, "T"], []]',
+              b'["R", ["T", 1, 2, []]', b'["R", ["X", 1, 2], []]', b'["R", {"T": [1, 2]}, []]', b'["R", ["D", 1], []]',
+              b'["R", ' + b'["T", ' * 150 + b'1' + b']' * 150 + b', []]']
+    jobs = []
+    for i, body in enumerate(forged):
+        code = (f"import os, struct\nBODY = {body!r}\ndef f(x):\n    os.write(5, struct.pack('<Q', len(BODY)) + BODY)\n"
+                f"    os._exit(0)\n")
+        jobs.append({"id": i, "code": code, "tests": evalplus_spec("f", [([1], (1, 2))])})
+    oversized = "import os, struct\ndef f(x):\n    os.write(5, struct.pack('<Q', 1 << 40))\n    os._exit(0)\n"
+    for name, code in (("oversized", oversized), ("control", "def f(x):\n    return (1, 2)\n")):
+        jobs.append({"id": name, "code": code, "tests": evalplus_spec("f", [([1], (1, 2))])})
+    for r in execute.run_jobs(jobs, workers=2, timeout=5.0):
+        assert r["status"] == "passed" if r["id"] == "control" else r["status"] in ("failed", "runtime_error"), r
+
+
+def test_evalplus_specs_are_checked_and_the_sample_cap_holds():
+    bad = execute.validate_job({"code": "", "tests": {"type": "call", "fn_name": "f", "compare": "evalplus",
+                                                      "cases": [{"args": [], "expected": {"a": 1}}]}})
+    assert "typed value" in bad
+    assert "compare" in execute.validate_job({"code": "", "tests": evalplus_spec("f", [([], 1)], "exact")})
+    assert "sample_timeout" in execute.validate_job({"code": "", "tests": evalplus_spec("f", [([], 1)],
+                                                                                         sample_timeout=0)})
+    code = "import time\ndef f(x):\n    time.sleep(0.4)\n    return x\n"
+    cases = [([i], i) for i in range(3)]
+    capped, free = execute.run_jobs([{"id": 0, "code": code, "tests": evalplus_spec("f", cases, sample_timeout=0.7)},
+                                     {"id": 1, "code": code, "tests": evalplus_spec("f", cases)}], workers=2)
+    assert capped["status"] == "timeout" and "all cases together" in capped["detail"] and capped["passed"] < 3
+    assert free["status"] == "passed"
+
+
 def test_unittest_verdicts():
     program = ("import unittest\nclass TestCases(unittest.TestCase):\n"
                "    def test_one(self):\n        self.assertEqual(task_func(1), 2)\n"

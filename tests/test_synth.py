@@ -487,13 +487,20 @@ def test_humaneval_and_mbpp_loaders():
 
 def test_evalplus_loaders_restore_types_and_pick_oracles():
     hep = {p["task_id"]: p for p in synth.load_benchmark("humaneval+", str(BENCHMARK_DATA / "humanevalplus.jsonl"))[0]}
-    assert hep["HumanEval/0"]["tests"]["plus"]["cases"][1] == {"args": [[10 ** 20], 1], "expected": [10 ** 20 + 1]}
+    plus = hep["HumanEval/0"]["tests"]["plus"]        # expected outputs keep their types: a list, not a tuple
+    assert plus["cases"][1] == {"args": [[10 ** 20], 1], "expected": ["L", 10 ** 20 + 1]}
+    n = len(plus["cases"])
+    assert plus["compare"] == "evalplus" and plus["sample_timeout"] == min(60, 4 * n) + 1   # 4 s floor per input
     assert hep["HumanEval/0"]["tests"]["base"]["atol"] == 0
-    assert hep["HumanEval/2"]["tests"]["base"]["atol"] == 1e-6          # float outputs get EvalPlus's tolerance
+    assert hep["HumanEval/2"]["tests"]["base"]["atol"] == 0   # execute.py raises it per input, as EvalPlus does
+    lenient = {p["task_id"]: p for p in synth.load_benchmark(
+        "humaneval+", str(BENCHMARK_DATA / "humanevalplus.jsonl"), lenient=True)[0]}
+    assert lenient["HumanEval/0"]["tests"]["plus"]["cases"][1]["expected"] == [10 ** 20 + 1]
+    assert lenient["HumanEval/2"]["tests"]["base"]["atol"] == 1e-6      # plain data: one tolerance per group
     assert hep["HumanEval/32"]["tests"]["plus"]["type"] == "assert"     # find_zero: |poly(x)| <= atol
     mbpp = {p["task_id"]: p for p in synth.load_benchmark("mbpp+", str(BENCHMARK_DATA / "mbppplus.jsonl"))[0]}
     case = mbpp["Mbpp/106"]["tests"]["base"]["cases"][0]
-    assert case == {"args_py": "[[5, 6, 7], (9, 10)]", "expected": [9, 10, 5, 6, 7]}
+    assert case == {"args_py": "[[5, 6, 7], (9, 10)]", "expected": ["T", 9, 10, 5, 6, 7]}
     assert "(3, 4, 5, 6)" in mbpp["Mbpp/2"]["tests"]["base"]["program"]   # tuples restored, set-equality oracle
     assert "_o is not None" in mbpp["Mbpp/737"]["tests"]["base"]["program"]
     assert mbpp["Mbpp/404"]["tests"]["plus"]["cases"][0]["args"][0] == math.inf
