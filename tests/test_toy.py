@@ -76,7 +76,7 @@ def test_scaled_down_pipeline_makes_every_artifact(toy_run):
     assert (out / "base" / "config.json").exists() and (out / "base" / "tokenizer.json").exists()
     assert grpo.finished(str(out / "sft"), 10)
     import reward
-    assert reward.latest_checkpoint(str(out / "rm")).endswith("step_000003")
+    assert reward.latest_checkpoint(str(out / "rm")).endswith("step_000004")  # 90 steps at scale 0.05
     for mode in ("outcome", "ungated", "gated"):
         assert grpo.finished(str(out / mode), 2)
         logged = [json.loads(line) for line in open(out / mode / "metrics.jsonl")]
