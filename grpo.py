@@ -1326,25 +1326,20 @@ def mismatch_metrics(args, totals):
 # the style passes often enough, does not stop it: the gate does not correct a reward model's bias among passing
 # samples. The toy math world (--toy-task math) uses these settings.
 
+TOY_STYLE_BIAS = dict(
+    tasks_per_template=5, heldout_fraction=0.2, sft_fraction=0.5, sft_optimized_fraction=0.25, sft_slip_fraction=0.6,
+    eval_samples=8, vocab_size=512,
+    model=dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
+               num_key_value_heads=2),
+    sft=dict(steps=200, batch_size=32, lr=2e-3, eval_every=25),
+    rm=dict(steps=60, batch_size=16, lr=5e-4),
+    rl=dict(steps=40, batch_size=128, group_size=8, max_new_tokens=144, temperature=0.7, lr=3e-4, warmup_steps=10,
+            eval_every=10),
+)
 TOY_WORLDS = {
-    "weak-tests": dict(
-        tasks_per_template=5, heldout_fraction=0.2, weak_fraction=0.95, sft_fraction=0.5, sft_optimized_fraction=0.25,
-        sft_slip_fraction=0.6, slip_in_constant=True, eval_samples=8, vocab_size=512,
-        model=dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
-                   num_key_value_heads=2),
-        sft=dict(steps=200, batch_size=32, lr=2e-3, eval_every=25),
-        rm=dict(steps=90, batch_size=16, lr=5e-4),
-        rl=dict(steps=40, batch_size=128, group_size=8, max_new_tokens=112, temperature=0.7, lr=3e-4,
-                warmup_steps=10, eval_every=10)),
-    "style-bias": dict(
-        tasks_per_template=5, heldout_fraction=0.2, sft_fraction=0.5, sft_optimized_fraction=0.25,
-        sft_slip_fraction=0.6, eval_samples=8, vocab_size=512,
-        model=dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
-                   num_key_value_heads=2),
-        sft=dict(steps=200, batch_size=32, lr=2e-3, eval_every=25),
-        rm=dict(steps=60, batch_size=16, lr=5e-4),
-        rl=dict(steps=40, batch_size=128, group_size=8, max_new_tokens=144, temperature=0.7, lr=3e-4,
-                warmup_steps=10, eval_every=10)),
+    "weak-tests": dict(TOY_STYLE_BIAS, weak_fraction=0.95, slip_in_constant=True,
+                       rm=dict(TOY_STYLE_BIAS["rm"], steps=90), rl=dict(TOY_STYLE_BIAS["rl"], max_new_tokens=112)),
+    "style-bias": TOY_STYLE_BIAS,
 }
 TOY_RUNS = {"outcome GRPO": "outcome", "ungated": "ungated", "CG-GRPO": "gated"}
 
