@@ -163,8 +163,15 @@ def parse_args(argv=None):
                    help="toy world (no --model): multiply its numbers of steps by this (tests use ~0.05)")
     p.add_argument("--toy-task", default="code", choices=["code", "math"],
                    help="toy world: synth.py's toy list functions (code) or toy arithmetic word problems (math)")
+    p.add_argument("--toy-world", choices=["weak-tests", "style-bias"],
+                   help="toy code world: weak training tests and a length-biased reward model (weak-tests, the "
+                        "default), or perfect tests and a style-biased reward model (style-bias, the math world's)")
     args = p.parse_args(argv)
-    args.out = args.out or ("runs/grpo" if args.model else "runs/toy" if args.toy_task == "code" else "runs/toy-math")
+    if args.toy_task == "math" and args.toy_world == "weak-tests":
+        p.error("--toy-world weak-tests: the toy math world has no tests to weaken; drop --toy-world")
+    args.toy_world = args.toy_world or ("weak-tests" if args.toy_task == "code" else "style-bias")
+    args.out = args.out or ("runs/grpo" if args.model else "runs/toy-math" if args.toy_task == "math"
+                            else "runs/toy" if args.toy_world == "weak-tests" else "runs/toy-style-bias")
     return args
 
 
@@ -1308,20 +1315,28 @@ def mismatch_metrics(args, totals):
 # pass@1 (greedy, and sampled at the training temperature), mean R_proc and mean reasoning length, for the warm
 # start and the three runs. Every stage writes into --out (default runs/toy) and is skipped when its artifact is there.
 #
-# Two properties of the world mirror real weaknesses:
+# Two worlds (--toy-world), each built from properties of real data and real reward models.
+#
+# weak-tests (the default): an imperfect outcome reward, where the gate can help.
 # - The warm start's references are of mixed quality, like scraped solutions: a share (sft_slip_fraction) carries a
-#   slip (>= for "greater than", the other parity) in the reasoning and the code alike, which the tests catch. The
-#   warm start imitates both, so it fails many held-out tasks that it could solve; RL with execution feedback
-#   learns which of its habits pass.
-# - The reward model over-values a style: the toy teacher's optimized rewrite is always longer and more formal
-#   (numbered steps, edge cases, complexity, a check), so the reward model scores that style near 1 whatever the
-#   reasoning says. A share of the SFT references (sft_optimized_fraction) is in that style, so the policy can write
-#   it, at first less accurately than the plain one. Ungated, R_proc pays for the style even when the code fails and
-#   the policy switches to it (R_proc and reasoning length jump, pass rate falls); gated, only passing samples earn
-#   it, which slows the switch but, once the style passes often enough, does not stop it (the README's table shows
-#   three seeds).
+#   slip (x > 4 for "greater than 5", the other parity) in the reasoning and the code alike.
+# - Most training tasks (weak_fraction) carry weak tests, like a scraped dataset's few asserts: 3 cases, never the
+#   filter's boundary value, so a boundary slip passes them. The other training tasks and the held-out ones are
+#   scored with strong tests (10 cases, 5 around the boundary value), like EvalPlus's plus tests; the table also
+#   scores the held-out tasks on their weak tests, to show the gap.
+# - The reward model (problem and reasoning) learns slip pairs (the reference over its slipped copy) beside the CRPL
+#   pairs, so among samples that pass it can tell the careful solution from the lucky one.
+# - Its exploitable weakness is length, as in real reward models: the toy teacher's optimized rewrite is longer
+#   and scores near 1, but under the completion budget (rl max_new_tokens) that style's code is cut off, so it
+#   never passes: gated it earns nothing, ungated it earns R_proc (r_proc_fail and clipped_ratio in metrics.jsonl).
+#
+# style-bias: perfect tests (every task's tests hold the boundary value) and a reward model that over-values a style
+# the policy can finish (the optimized rewrite fits the budget). Ungated, R_proc pays for the style even when the
+# code fails and the policy switches to it; gated, only passing samples earn it, which slows the switch but, once
+# the style passes often enough, does not stop it: the gate does not correct a reward model's bias among passing
+# samples. The toy math world (--toy-task math) uses these settings.
 
-TOY = dict(
+TOY_STYLE_BIAS = dict(
     tasks_per_template=5, heldout_fraction=0.2, sft_fraction=0.5, sft_optimized_fraction=0.25, sft_slip_fraction=0.6,
     eval_samples=8, vocab_size=512,
     model=dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
@@ -1331,18 +1346,24 @@ TOY = dict(
     rl=dict(steps=40, batch_size=128, group_size=8, max_new_tokens=144, temperature=0.7, lr=3e-4, warmup_steps=10,
             eval_every=10),
 )
+TOY_WORLDS = {
+    "weak-tests": dict(TOY_STYLE_BIAS, weak_fraction=0.95, slip_in_constant=True,
+                       rm=dict(TOY_STYLE_BIAS["rm"], steps=90), rl=dict(TOY_STYLE_BIAS["rl"], max_new_tokens=112)),
+    "style-bias": TOY_STYLE_BIAS,
+}
 TOY_RUNS = {"outcome GRPO": "outcome", "ungated": "ungated", "CG-GRPO": "gated"}
 
 
 def toy_settings(args):
-    """TOY with --toy-scale applied to every number of steps and to the tasks per template."""
-    scaled = json.loads(json.dumps(TOY))
+    """The world's settings with --toy-scale applied to every number of steps and to the tasks per template."""
+    base = TOY_WORLDS[args.toy_world]
+    scaled = json.loads(json.dumps(base))
     for stage in ("sft", "rm", "rl"):
-        scaled[stage]["steps"] = max(1, round(TOY[stage]["steps"] * args.toy_scale))
+        scaled[stage]["steps"] = max(1, round(base[stage]["steps"] * args.toy_scale))
     for stage in ("sft", "rl"):
-        scaled[stage]["eval_every"] = max(1, round(TOY[stage]["eval_every"] * args.toy_scale))
-    scaled["tasks_per_template"] = max(1, round(TOY["tasks_per_template"] * min(1.0, args.toy_scale)))
-    return dict(scaled, seed=args.seed, toy_scale=args.toy_scale, toy_task=args.toy_task)
+        scaled[stage]["eval_every"] = max(1, round(base[stage]["eval_every"] * args.toy_scale))
+    scaled["tasks_per_template"] = max(1, round(base["tasks_per_template"] * min(1.0, args.toy_scale)))
+    return dict(scaled, seed=args.seed, toy_scale=args.toy_scale, toy_task=args.toy_task, toy_world=args.toy_world)
 
 
 def write_jsonl(path, rows):
@@ -1365,14 +1386,24 @@ def toy_stage(title, t0):
 def toy_data(cfg, out, master):
     """Tasks, the CRPL records of the train and held-out tasks, and the SFT subset. A share of the SFT references
     (sft_optimized_fraction) is the toy teacher's optimized rewrite: the warm start can then write both the plain
-    style and the longer one the reward model prefers, as a real policy can write both terse and verbose reasoning."""
+    style and the longer one the reward model prefers, as a real policy can write both terse and verbose reasoning.
+    weak-tests: the weak share of the training tasks trains on its weak tests, the rest and the held-out tasks on
+    their strong ones; and the slip pairs of the train and held-out tasks (toy_slip_pairs)."""
     from synth import main as synth_main, toy_math_tasks, toy_tasks
     paths = {name: os.path.join(out, "data", f"{name}.jsonl") for name in ("train", "heldout", "sft")}
     crpl = {name: os.path.join(out, "data", f"crpl_{name}.jsonl") for name in ("train", "heldout")}
+    slips = {name: os.path.join(out, "data", f"slip_pairs_{name}.jsonl") for name in ("train", "heldout")}
     if master:
         os.makedirs(os.path.join(out, "data"), exist_ok=True)
         make_tasks = toy_math_tasks if cfg["toy_task"] == "math" else toy_tasks
         train_tasks, heldout_tasks = make_tasks(cfg["seed"], cfg["tasks_per_template"], cfg["heldout_fraction"])
+        if cfg["toy_world"] == "weak-tests":
+            train_tasks = [toy_with_tests(t, "weak" if random.Random(f"{cfg['seed']}:weak:{t['task_id']}").random()
+                                          < cfg["weak_fraction"] else "strong") for t in train_tasks]
+            heldout_tasks = [toy_with_tests(t, "strong") for t in heldout_tasks]
+            for name, tasks in (("train", train_tasks), ("heldout", heldout_tasks)):
+                if not os.path.exists(slips[name]):
+                    write_jsonl(slips[name], toy_slip_pairs(tasks, cfg["slip_in_constant"]))
         for name, rows in (("train", train_tasks), ("heldout", heldout_tasks)):
             if not os.path.exists(paths[name]):
                 write_jsonl(paths[name], rows)
@@ -1389,19 +1420,35 @@ def toy_data(cfg, out, master):
                     if draw.random() < cfg["sft_optimized_fraction"] and t["task_id"] in optimized:
                         reference["reasoning"] = optimized[t["task_id"]]
                     if draw.random() < cfg["sft_slip_fraction"]:
-                        reference = toy_slip(reference)
+                        reference = toy_slip(reference, in_constant=cfg.get("slip_in_constant", False))
                     sft_tasks.append(dict(t, reference=reference))
             write_jsonl(paths["sft"], sft_tasks)
     barrier()
-    return paths, crpl
+    return paths, crpl, (slips if cfg["toy_world"] == "weak-tests" else None)
+
+
+def toy_with_tests(task, strength):
+    """The task scored with its weak or strong tests (synth.toy_weak_and_strong_tests), both kept beside `tests` so
+    that the table and the tests can score either."""
+    return dict(task, tests=task[f"{strength}_tests"], weak=strength == "weak")
+
+
+def toy_slip_pairs(tasks, in_constant):
+    """Reward-model pairs that tell careful reasoning from slipped reasoning: each task's reference over its slipped
+    copy (the world's slip, toy_slip in_constant), pair type 'slip'. Like the toy teacher's factual degradation, the
+    slip contradicts the problem ("greater than 5" but x > 4), here in the one place weak tests do not look."""
+    return [{"problem": t["prompt"], "chosen": t["reference"], "rejected": toy_slip(t["reference"], in_constant),
+             "pair_type": "slip", "task_id": t["task_id"]} for t in tasks]
 
 
 TOY_SLIPS = [(" > ", " >= "), (" < ", " <= "), ("% 2 == 0", "% 2 == 1"), ("% 2 == 1", "% 2 == 0")]
 
 
-def toy_slip(reference):
+def toy_slip(reference, in_constant=False):
     """The reference with the slip a hurried author makes, in the reasoning and the result alike, so the solution
-    is consistent and wrong. Code: >= for >, <= for <, the other parity (the tests hold the boundary value).
+    is consistent and wrong. Code: >= for >, <= for <, the other parity (strong tests hold the boundary value); with
+    in_constant, the same boundary slip in the constant instead (x > 4 for "greater than 5", x < 1 for "negative"):
+    the text keeps its length, so a reward model cannot tell the slip by length alone.
     Math: the last step's result one too high, carried into the answer."""
     if "answer" in reference:
         answer = reference["answer"]
@@ -1412,7 +1459,12 @@ def toy_slip(reference):
         lines[last_step + 1:] = [re.sub(rf"\b{answer}\b", slipped, line) for line in lines[last_step + 1:]]
         return dict(reference, reasoning="\n".join(lines), answer=slipped)
     condition = re.search(r" if (.+?)[)\]]", reference["code"])[1]
-    slipped = next(condition.replace(a, b, 1) for a, b in TOY_SLIPS if a in condition)
+    comparison = re.fullmatch(r"x ([<>]) (-?\d+)", condition)
+    if in_constant and comparison:
+        op, k = comparison[1], int(comparison[2])
+        slipped = f"x {op} {k - 1 if op == '>' else k + 1}"
+    else:
+        slipped = next(condition.replace(a, b, 1) for a, b in TOY_SLIPS if a in condition)
     return dict(reference, reasoning=reference["reasoning"].replace(condition, slipped),
                 code=reference["code"].replace(condition, slipped))
 
@@ -1442,14 +1494,16 @@ def toy_train(argv, out_dir, steps):
     return finished(out_dir, steps)
 
 
-def toy_reward_model(cfg, out, crpl, warm_start):
-    """reward.py trains the reward model on the train tasks' CRPL records, from the warm start's weights."""
+def toy_reward_model(cfg, out, crpl, slips, warm_start):
+    """reward.py trains the reward model on the train tasks' CRPL records (and slip pairs), from the warm start's
+    weights."""
     rm_dir = os.path.join(out, "rm")
     s = cfg["rm"]
     done = reward.latest_checkpoint(rm_dir)
     if done and done.endswith(f"step_{s['steps']:06d}"):
         return rm_dir
-    reward.train(reward.parse_args(["train", "--data", crpl["train"], "--model", warm_start, "--out", rm_dir,
+    data = [crpl["train"]] + ([slips["train"]] if slips else [])
+    reward.train(reward.parse_args(["train", "--data", *data, "--model", warm_start, "--out", rm_dir,
                                     "--steps", str(s["steps"]), "--batch-size", str(s["batch_size"]),
                                     "--lr", str(s["lr"]), "--max-length", "256", "--no-grad-ckpt",
                                     "--seed", str(cfg["seed"]), "--save-every", str(s["steps"])]
@@ -1457,16 +1511,21 @@ def toy_reward_model(cfg, out, crpl, warm_start):
     return rm_dir
 
 
-def toy_rm_accuracy(rm, crpl_heldout):
-    """The reward model's pairwise accuracy on the held-out tasks' CRPL pairs, and that of 'the longer wins'."""
-    summary, _ = reward.evaluate(rm[0], rm[1], reward.read_groups([crpl_heldout]))
-    return summary["all"]["acc"], summary["all"]["longer_wins"]
+def toy_rm_accuracy(rm, crpl, slips):
+    """The reward model's pairwise accuracy on the held-out tasks' pairs, per pair type and in all, beside that of
+    'the longer wins': {type: {pairs, acc, longer_wins}}."""
+    summary, _ = reward.evaluate(rm[0], rm[1], reward.read_groups([crpl["heldout"]]))
+    if slips:  # kept out of "all", so that it stays the CRPL pairs' figure
+        summary["slip"] = reward.evaluate(rm[0], rm[1], reward.read_groups([slips["heldout"]]))[0]["slip"]
+    return summary
 
 
-def toy_evaluate(args, policy_dir, problems, rm, rank, world, device, samples_per_task, temperature):
-    """Held-out completions scored as in training (R_proc of every sample, as ungated): greedy pass@1; and, from
-    `samples_per_task` completions each at the training temperature, sampled pass@1 (the mean pass rate, the usual
-    unbiased estimate), format rate, mean R_proc and mean reasoning length in tokens: the policy as RL sees it."""
+def toy_evaluate(args, policy_dir, problems, rm, rank, world, device, samples_per_task, temperature, weak):
+    """Held-out completions scored as in training (R_proc of every sample, as ungated): greedy pass@1 on the tests
+    and, with `weak`, on the tasks' weak tests too; and, from `samples_per_task` completions each at the
+    training temperature, sampled pass@1 (the mean pass rate, the usual unbiased estimate), format rate, mean R_proc,
+    R_proc of the failing samples, the share cut off by the completion budget and mean reasoning length in tokens:
+    the policy as RL sees it."""
     _, policy, tokenizer = build_policy(args, policy_dir, device, world, trainable=False)
     per_rank = -(-len(problems) // world)
     local = problems[rank * per_rank:(rank + 1) * per_rank]
@@ -1476,15 +1535,35 @@ def toy_evaluate(args, policy_dir, problems, rm, rank, world, device, samples_pe
         samples = rollout(args, policy, tokenizer, local, n, seed=0, temperature=mode_temperature) if local else []
         asked = [p for p in local for _ in range(n)]
         parts = compute_rewards(scored, asked, samples, rm) if local else dict(r_fmt=[], r_out=[], r_proc=[])
+        weak_out = (code_outcome_reward(args, [dict(p, tests={"base": p["weak_tests"]}) for p in asked], samples)
+                    if weak and local else [math.nan] * len(samples))
+        think = [split_reasoning(s.text)[0] or "" for s in samples]
         mine = [dict(mode=mode, task_id=p["task_id"], completion=s.text, r_fmt=float(f), r_out=float(o),
-                     r_proc=float(r), think_tokens=len(tokenizer(split_reasoning(s.text)[0] or "",
-                                                                 add_special_tokens=False)["input_ids"]))
-                for p, s, f, o, r in zip(asked, samples, parts["r_fmt"], parts["r_out"], parts["r_proc"])]
+                     r_out_weak=float(w), r_proc=float(r), cut=s.finish_reason == "length",
+                     think_tokens=len(tokenizer(t, add_special_tokens=False)["input_ids"]))
+                for p, s, t, f, o, w, r in zip(asked, samples, think, parts["r_fmt"], parts["r_out"], weak_out,
+                                               parts["r_proc"])]
         rows[mode] = [row for ranks in all_gather_objects(mine) for row in ranks]
-    mean = lambda mode, key: float(np.mean([row[key] for row in rows[mode]]))
-    return dict(pass1_greedy=mean("greedy", "r_out"), pass1_sampled=mean("sampled", "r_out"),
-                format=mean("sampled", "r_fmt"), r_proc=mean("sampled", "r_proc"),
-                think_tokens=mean("sampled", "think_tokens")), rows["greedy"] + rows["sampled"]
+    mean = lambda mode, key, keep=lambda row: True: (
+        float(np.mean([row[key] for row in rows[mode] if keep(row)])) if any(map(keep, rows[mode])) else None)
+    summary = dict(pass1_greedy=mean("greedy", "r_out"), pass1_sampled=mean("sampled", "r_out"),
+                   pass1_weak_greedy=mean("greedy", "r_out_weak") if weak else None,
+                   format=mean("sampled", "r_fmt"), r_proc=mean("sampled", "r_proc"),
+                   r_proc_fail=mean("sampled", "r_proc", lambda row: row["r_out"] != 1),
+                   cut=mean("sampled", "cut"), think_tokens=mean("sampled", "think_tokens"))
+    return summary, rows["greedy"] + rows["sampled"]
+
+
+def toy_training_summary(run_dir, last=5):
+    """From a run's metrics.jsonl: frac_reward_zero_std over every step, and R_proc of the failing samples over its
+    last `last` steps and at its highest (every sample is scored: --proc-all)."""
+    logged = [m for m in read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
+              if m.get("frac_reward_zero_std") is not None]
+    fails = [m["r_proc_fail"] for m in logged if m.get("r_proc_fail") is not None]
+    return dict(frac_reward_zero_std=float(np.mean([m["frac_reward_zero_std"] for m in logged])),
+                train_r_proc_fail_end=float(np.mean(fails[-last:])) if fails else None,
+                train_r_proc_fail_max=max(fails) if fails else None,
+                train_clipped_end=float(np.mean([m["clipped_ratio"] for m in logged[-last:]])))
 
 
 def toy_plot(out, runs):
@@ -1530,7 +1609,7 @@ def toy_world(args):
               f"rank(s)):\n" + json.dumps(cfg, indent=1))
 
     toy_stage("1/6 tasks and CRPL variants (synth.py, toy teacher)", t0)
-    paths, crpl = toy_data(cfg, out, master)
+    paths, crpl, slips = toy_data(cfg, out, master)
     toy_stage("2/6 tokenizer and tiny policy", t0)
     base = toy_base_model(cfg, out, paths, crpl, master)
     common = ["--prompt-format", "raw", "--seed", str(args.seed), "--keep", "1", "--save-every", "0",
@@ -1542,8 +1621,8 @@ def toy_world(args):
                       "--eval-every", str(s["eval_every"]), "--max-new-tokens", str(cfg["rl"]["max_new_tokens"])]
                      + common,
                      os.path.join(out, "sft"), s["steps"])
-    toy_stage("4/6 reward model (reward.py, Bradley-Terry on the CRPL pairs of the training tasks)", t0)
-    rm_dir = toy_reward_model(cfg, out, crpl, warm)
+    toy_stage("4/6 reward model (reward.py, Bradley-Terry on the CRPL and slip pairs of the training tasks)", t0)
+    rm_dir = toy_reward_model(cfg, out, crpl, slips, warm)
     rm = reward.load_reward_model(rm_dir, device=device)
     rl = cfg["rl"]
     rl_argv = ["--data", paths["train"], "--reward-model", rm_dir, "--batch-size", str(rl["batch_size"]),
@@ -1561,8 +1640,11 @@ def toy_world(args):
     toy_stage("6/6 held-out evaluation (greedy pass@1, R_proc, reasoning length)", t0)
     heldout = load_problems([paths["heldout"]], tasks=TASKS)
     table = toy_table(cfg, policies, heldout, rm, rank, world, device)
-    rm_acc, longer_wins = toy_rm_accuracy(rm, crpl["heldout"])
-    results = dict(table=table, rm_heldout_pair_acc=rm_acc, rm_heldout_longer_wins=longer_wins,
+    for name, run_dir in runs.items():
+        table[name].update(toy_training_summary(run_dir))
+    rm_pairs = toy_rm_accuracy(rm, crpl, slips)
+    results = dict(table=table, rm_heldout_pair_acc=rm_pairs["all"]["acc"],
+                   rm_heldout_longer_wins=rm_pairs["all"]["longer_wins"], rm_heldout_pairs=rm_pairs,
                    heldout_tasks=len(heldout), seconds=time.perf_counter() - t0)
     if master:
         with open(os.path.join(out, "results.json"), "w") as f:
@@ -1601,7 +1683,7 @@ def toy_table(cfg, policies, heldout, rm, rank, world, device):
                 table[name] = json.load(f)
             continue
         table[name], rows = toy_evaluate(eval_args, policy_dir, heldout, rm, rank, world, device,
-                                         cfg["eval_samples"], rl["temperature"])
+                                         cfg["eval_samples"], rl["temperature"], cfg["toy_world"] == "weak-tests")
         if rank == 0:
             write_jsonl(os.path.join(policy_dir, "toy_eval_samples.jsonl"), rows)
             with open(cache + ".tmp", "w") as f:  # renamed into place: a kill never leaves half a cache
@@ -1613,15 +1695,29 @@ def toy_table(cfg, policies, heldout, rm, rank, world, device):
 
 def print_toy_results(cfg, results, path):
     print(f"\nHeld-out tasks: {results['heldout_tasks']} (template combinations never trained on)")
-    print(f"{'':<18}{'pass@1':>8}{'pass@1':>9}{'':>8}{'reasoning':>11}")
-    print(f"{'policy':<18}{'greedy':>8}{'sampled':>9}{'R_proc':>8}{'tokens':>11}{'format':>8}")
+    weak = cfg["toy_world"] == "weak-tests"
+    cell = lambda value, width, scale=1.0, digits=1: (f"{scale * value:>{width}.{digits}f}" if value is not None
+                                                      else f"{'-':>{width}}")
+    print(f"{'':<18}{'pass@1':>8}{'pass@1':>9}" + (f"{'weak':>7}" if weak else "")
+          + f"{'':>8}{'R_proc':>8}{'cut':>6}{'reasoning':>11}{'':>8}{'zero-std':>10}{'R_proc fail':>13}")
+    print(f"{'policy':<18}{'greedy':>8}{'sampled':>9}" + (f"{'tests':>7}" if weak else "")
+          + f"{'R_proc':>8}{'fail':>8}{'%':>6}{'tokens':>11}{'format':>8}{'(train)':>10}{'(train end)':>13}")
     for name, row in results["table"].items():
-        print(f"{name:<18}{100 * row['pass1_greedy']:>8.1f}{100 * row['pass1_sampled']:>9.1f}"
-              f"{row['r_proc']:>8.3f}{row['think_tokens']:>11.1f}{100 * row['format']:>8.1f}")
-    print(f"(sampled: {cfg['eval_samples']} completions per task at temperature {cfg['rl']['temperature']}, as in "
-          f"training; R_proc, reasoning tokens and format from those)")
-    print(f"reward model, held-out CRPL pairs: accuracy {100 * results['rm_heldout_pair_acc']:.1f}% "
-          f"('the longer reasoning wins': {100 * results['rm_heldout_longer_wins']:.1f}%)")
+        print(f"{name:<18}{cell(row['pass1_greedy'], 8, 100)}{cell(row['pass1_sampled'], 9, 100)}"
+              + (cell(row.get("pass1_weak_greedy"), 7, 100) if weak else "")
+              + f"{cell(row['r_proc'], 8, digits=3)}{cell(row.get('r_proc_fail'), 8, digits=3)}"
+              f"{cell(row.get('cut'), 6, 100)}{cell(row['think_tokens'], 11)}{cell(row['format'], 8, 100)}"
+              f"{cell(row.get('frac_reward_zero_std'), 10, digits=3)}"
+              f"{cell(row.get('train_r_proc_fail_end'), 13, digits=3)}")
+    print(f"(greedy on the strong tests{' and on the weak ones' if weak else ''}; sampled: {cfg['eval_samples']} "
+          f"completions per task at temperature {cfg['rl']['temperature']}, as in training, and R_proc, R_proc of "
+          f"the failing ones, the share cut off at {cfg['rl']['max_new_tokens']} tokens, reasoning tokens and "
+          f"format from those; zero-std: frac_reward_zero_std over the training steps; R_proc fail: training "
+          f"samples, mean of the last 5 steps)")
+    pairs = results["rm_heldout_pairs"]
+    print("reward model, held-out pairs: " + ", ".join(
+        f"{kind} {100 * row['acc']:.1f}% ({row['pairs']} pairs, 'the longer wins' {100 * row['longer_wins']:.1f}%)"
+        for kind, row in pairs.items()))
     print(f"toy world done in {results['seconds']:.0f}s; results in {path}")
 
 

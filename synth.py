@@ -2378,10 +2378,27 @@ def toy_task(triple, k_filter, k_map, rng, n_cases=6):
         kept = [TOY_PYTHON[m](x, k_map) for x in xs if TOY_PYTHON[f](x, k_filter)]
         cases.append({"args": [xs], "expected": TOY_PYTHON[r](kept)})
     uses_k = [k for part, k in ((f, k_filter), (m, k_map)) if "{k}" in (TOY_FILTERS.get(part) or TOY_MAPS[part])[0]]
-    return {"task_id": f"toy/{f}-{m}-{r}" + "".join(f"-{k}" for k in uses_k),
-            "prompt": f"Write f(xs): keep {keep}, {change}, {give}.\n", "template": "-".join(triple),
-            "tests": {"type": "call", "fn_name": "f", "cases": cases},
+    task_id = f"toy/{f}-{m}-{r}" + "".join(f"-{k}" for k in uses_k)
+    return {"task_id": task_id, "prompt": f"Write f(xs): keep {keep}, {change}, {give}.\n",
+            "template": "-".join(triple), "tests": {"type": "call", "fn_name": "f", "cases": cases},
+            **toy_weak_and_strong_tests(triple, k_filter, k_map, boundary, cases, random.Random(f"toy-weak:{task_id}")),
             "reference": {"reasoning": reasoning, "code": code}}
+
+
+def toy_weak_and_strong_tests(triple, k_filter, k_map, boundary, cases, rng, n_weak=3, n_plus=4):
+    """Two more test sets, for grpo.py's weak-tests world, drawn from their own rng so that `tests` stays the same:
+    weak_tests, like a scraped dataset's few asserts: 3 random lists that never hold the filter's boundary value, so
+    a condition slipped at the boundary (>= for >) passes them (the other parity still fails); strong_tests, like
+    EvalPlus's plus tests: `cases` and 4 more lists around the boundary value (it, its neighbours, a random rest)."""
+    f, m, r = triple
+    expected = lambda xs: TOY_PYTHON[r]([TOY_PYTHON[m](x, k_map) for x in xs if TOY_PYTHON[f](x, k_filter)])
+    weak = [[x for x in (rng.randint(-9, 9) for _ in range(rng.randint(2, 7))) if x != boundary]
+            for _ in range(n_weak)]
+    plus = [[boundary], [boundary - 1, boundary, boundary + 1]]
+    plus += [[boundary] + [rng.randint(-9, 9) for _ in range(rng.randint(1, 5))] for _ in range(n_plus - len(plus))]
+    spec = lambda lists: {"type": "call", "fn_name": "f", "cases": [{"args": [xs], "expected": expected(xs)}
+                                                                    for xs in lists]}
+    return {"weak_tests": spec(weak), "strong_tests": dict(spec(plus), cases=cases + spec(plus)["cases"])}
 
 
 def toy_tasks(seed=0, per_template=5, heldout_fraction=0.2):

@@ -76,7 +76,7 @@ def test_scaled_down_pipeline_makes_every_artifact(toy_run):
     assert (out / "base" / "config.json").exists() and (out / "base" / "tokenizer.json").exists()
     assert grpo.finished(str(out / "sft"), 10)
     import reward
-    assert reward.latest_checkpoint(str(out / "rm")).endswith("step_000003")
+    assert reward.latest_checkpoint(str(out / "rm")).endswith("step_000004")  # 90 steps at scale 0.05
     for mode in ("outcome", "ungated", "gated"):
         assert grpo.finished(str(out / mode), 2)
         logged = [json.loads(line) for line in open(out / mode / "metrics.jsonl")]
@@ -105,17 +105,85 @@ def test_the_warm_start_data_mixes_plain_careful_and_slipped_references(toy_run)
         assert condition not in train[t["task_id"]]["reference"]["reasoning"]
 
 
-def test_slips_are_consistent_and_caught_by_the_tests():
+@pytest.mark.parametrize("in_constant", [False, True])
+def test_slips_are_consistent_and_caught_by_the_tests(in_constant):
     train, heldout = toy_tasks(seed=0, per_template=1)
     tasks = train + heldout
-    slipped = [grpo.toy_slip(t["reference"]) for t in tasks]
+    slipped = [grpo.toy_slip(t["reference"], in_constant=in_constant) for t in tasks]
     for t, s in zip(tasks, slipped):
         old, new = (re.search(r" if (.+?)[)\]]", code)[1] for code in (t["reference"]["code"], s["code"]))
         assert old != new and s["reasoning"] == t["reference"]["reasoning"].replace(old, new)
         assert s["code"] == t["reference"]["code"].replace(old, new)
+        if in_constant and re.fullmatch(r"x [<>] [1-8]", old):  # the constant slip keeps the text's length
+            assert len(s["reasoning"]) == len(t["reference"]["reasoning"]) and "=" not in new
     jobs = [{"id": i, "code": s["code"], "tests": t["tests"]} for i, (t, s) in enumerate(zip(tasks, slipped))]
     failed = [r["status"] == "failed" for r in run_jobs(jobs, workers=2, timeout=3.0, fail_fast=True)]
     assert sum(failed) >= 0.75 * len(tasks)  # the boundary value in the first test case catches most slips
+
+
+def test_weak_tests_let_boundary_slips_pass_and_strong_tests_catch_them():
+    """The weak-tests world's premise: on a task of the weak share a slip at the filter's boundary (>= for >) passes
+    every weak test, and the strong tests (what held-out tasks are scored with) catch it; the other parity fails
+    both; the reference passes both."""
+    train, heldout = toy_tasks(seed=0, per_template=1)
+    tasks = [grpo.toy_with_tests(t, "weak") for t in train + heldout]
+    boundary = [t for t in tasks if t["template"].split("-")[0] in ("greater", "less", "positive", "negative")]
+    parity = [t for t in tasks if t not in boundary]
+    assert boundary and parity
+    jobs = []
+    for t in tasks:
+        for tests in ("tests", "strong_tests"):
+            for code in (t["reference"]["code"], grpo.toy_slip(t["reference"], in_constant=True)["code"]):
+                jobs.append({"id": (t["task_id"], tests, code == t["reference"]["code"]), "code": code,
+                             "tests": t[tests]})
+    status = {r["id"]: r["status"] for r in run_jobs(jobs, workers=2, timeout=3.0, fail_fast=True)}
+    assert all(status[(t["task_id"], tests, True)] == "passed" for t in tasks for tests in ("tests", "strong_tests"))
+    assert all(status[(t["task_id"], "tests", False)] == "passed" for t in boundary)
+    caught = [status[(t["task_id"], "strong_tests", False)] == "failed" for t in boundary]
+    assert sum(caught) >= 0.85 * len(boundary), [t["task_id"] for t, c in zip(boundary, caught) if not c]
+    assert sum(status[(t["task_id"], "tests", False)] == "failed" for t in parity) >= 0.9 * len(parity)
+    for t in tasks:  # weak: few cases, never the boundary value
+        assert len(t["tests"]["cases"]) < len(t["strong_tests"]["cases"]) and t["tests"] == t["weak_tests"]
+
+
+def test_the_weak_share_trains_on_weak_tests_and_held_out_tasks_on_strong_ones(toy_run):
+    out, results = toy_run
+    cfg = json.loads((out / "toy_config.json").read_text())
+    assert cfg["toy_world"] == "weak-tests"
+    train = [json.loads(line) for line in open(out / "data" / "train.jsonl")]
+    heldout = [json.loads(line) for line in open(out / "data" / "heldout.jsonl")]
+    weak = [t for t in train if t["weak"]]
+    assert 0.5 * cfg["weak_fraction"] * len(train) < len(weak) < len(train)  # a share, not all of them
+    assert all(t["tests"] == t["weak_tests"] != t["strong_tests"] for t in weak)
+    assert all(t["tests"] == t["strong_tests"] for t in train + heldout if t not in weak)
+    for name, row in results["table"].items():  # held-out: scored on the strong tests, the weak ones beside them
+        assert 0 <= row["pass1_greedy"] <= 1 and 0 <= row["pass1_weak_greedy"] <= 1 and 0 <= row["cut"] <= 1
+    pairs = [json.loads(line) for line in open(out / "data" / "slip_pairs_heldout.jsonl")]
+    assert [p["task_id"] for p in pairs] == [t["task_id"] for t in heldout]
+    assert all(p["pair_type"] == "slip" and p["chosen"] == t["reference"] != p["rejected"]
+               for p, t in zip(pairs, heldout))
+
+
+def test_the_reward_model_tells_slipped_reasoning_apart(toy_run):
+    """Held-out slip pairs (the reference over its slipped copy, reasoning only) are reported apart from the CRPL
+    pairs, and the reward model trained at CI size already ranks them better than chance."""
+    _, results = toy_run
+    pairs = results["rm_heldout_pairs"]
+    assert {"slip", "all", "optimized>original"} <= set(pairs)
+    assert pairs["all"]["pairs"] == sum(row["pairs"] for kind, row in pairs.items() if kind not in ("all", "slip"))
+    assert pairs["slip"]["pairs"] == results["heldout_tasks"] and pairs["slip"]["acc"] > 0.5
+
+
+def test_the_style_bias_world_keeps_perfect_tests(tmp_path):
+    """--toy-world style-bias: every training task keeps its strong tests and the reward model has no slip pairs."""
+    args = grpo.parse_args(["--toy-world", "style-bias", "--toy-scale", "0.05", "--out", str(tmp_path)])
+    assert args.toy_world == "style-bias" and "weak_fraction" not in grpo.toy_settings(args)
+    paths, _, slips = grpo.toy_data(grpo.toy_settings(args), str(tmp_path), True)
+    train = [json.loads(line) for line in open(paths["train"])]
+    assert slips is None and not list(tmp_path.glob("data/slip_pairs_*")) and not any("weak" in t for t in train)
+    assert all(t["tests"] != t["weak_tests"] and t["tests"] != t["strong_tests"] for t in train)
+    with pytest.raises(SystemExit):
+        grpo.parse_args(["--toy-task", "math", "--toy-world", "weak-tests"])
 
 
 def test_the_gate_held(toy_run):
