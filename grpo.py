@@ -22,8 +22,9 @@ r_proc_fail and pass_rate show reward hacking.
 
 --data: problem files (code and math may be mixed), or a benchmark file with --data-benchmark NAME. --out: config.json,
 metrics.jsonl, samples/step_*.jsonl and step_*/ checkpoints (Hugging Face layout, plus what --resume needs). The toy
-world (the last section) keeps its artifacts in --out (default runs/toy) and reuses them on a rerun; --toy-scale 0.05
-is the CI size, --toy-task math the word-problem version. File formats: README.md.
+world (the last section; --toy-world weak-tests, the default, or style-bias) keeps its artifacts in --out (default
+runs/toy) and reuses them on a rerun; --toy-scale 0.05 is the CI size, --toy-task math the word-problem version.
+File formats: README.md.
 """
 
 import argparse
