@@ -144,8 +144,9 @@ def toy_math_run(tmp_path_factory):
     pipeline (tasks, CRPL, tokenizer, SFT, reward model, three GRPO runs, held-out table) takes a few seconds."""
     out = tmp_path_factory.mktemp("toy-math")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(grpo.TOY, "rl", dict(grpo.TOY["rl"], batch_size=16, group_size=4, max_new_tokens=64))
-        patch.setitem(grpo.TOY, "sft", dict(grpo.TOY["sft"], batch_size=8))
+        toy = grpo.TOY_STYLE_BIAS   # the math world's settings
+        patch.setitem(toy, "rl", dict(toy["rl"], batch_size=16, group_size=4, max_new_tokens=64))
+        patch.setitem(toy, "sft", dict(toy["sft"], batch_size=8))
         return out, grpo.toy_world(grpo.parse_args(["--toy-task", "math", "--out", str(out), "--toy-scale", "0.02"]))
 
 
