@@ -1471,7 +1471,7 @@ def toy_slip(reference, in_constant=False):
 
 
 def toy_base_model(cfg, out, paths, crpl, master):
-    """A byte-level BPE tokenizer trained on every text of the world, and a random tiny Qwen2 of TOY's shape."""
+    """A byte-level BPE tokenizer trained on every text of the world, and a random tiny Qwen2 of the world's shape."""
     from synth import tiny_model, train_tiny_tokenizer
     base = os.path.join(out, "base")
     if master and not os.path.exists(os.path.join(base, "config.json")):
