@@ -465,12 +465,10 @@ def train(args):
     print0(f"{len(problems)} training problems, {world} rank(s), {args.parallel}, {args.precision}, "
            f"starting at step {start_step}" + (f" (resumed from {resume_from})" if resume_from else ""))
 
-    log = MetricsLog(args, start_step) if master else None
+    log = MetricsLog(args, start_step, enabled=master)
 
     if eval_problems and args.eval_every and start_step == 0:
-        first = evaluate_policy(args, policy, tokenizer, eval_problems, rank, world, device)
-        if log:
-            log(0, first)
+        log(0, evaluate_policy(args, policy, tokenizer, eval_problems, rank, world, device))
 
     G = args.group_size if args.algo == "grpo" else 1
     per_rank = args.batch_size // G // world  # problems per rank per step
@@ -515,13 +513,11 @@ def train(args):
         done = step + 1
         if eval_problems and args.eval_every and (done % args.eval_every == 0 or done == args.steps):
             metrics.update(evaluate_policy(args, policy, tokenizer, eval_problems, rank, world, device))
-        if log:
-            log(done, metrics)
+        log(done, metrics)
         if (args.save_every and done % args.save_every == 0) or done == args.steps:
             save_checkpoint(args, policy, tokenizer, optimizer, scheduler, done, rank, world)
     bar.close()
-    if log:
-        log.close()
+    log.close()
     return policy
 
 
@@ -553,14 +549,17 @@ def start_run(args):
 
 
 class MetricsLog:
-    """metrics.jsonl (rank 0), and wandb with --wandb-project. A resumed run first drops the lines of the steps it
-    will redo, so the file holds each step once."""
+    """metrics.jsonl, and wandb with --wandb-project; written by rank 0 only (enabled). A resumed run first drops
+    the lines of the steps it will redo, so the file holds each step once."""
 
-    def __init__(self, args, start_step):
+    def __init__(self, args, start_step, enabled=True):
         self.path = os.path.join(args.out, "metrics.jsonl")
+        self.enabled = enabled
+        self.wandb_run = None
+        if not enabled:
+            return
         if os.path.exists(self.path):
             truncate_metrics(self.path, start_step)
-        self.wandb_run = None
         if args.wandb_project:
             try:
                 import wandb
@@ -570,6 +569,8 @@ class MetricsLog:
                                         config=vars(args), resume="allow")
 
     def __call__(self, step, metrics):
+        if not self.enabled:
+            return
         with open(self.path, "a") as f:
             f.write(json.dumps(dict(step=step, **metrics)) + "\n")
         if self.wandb_run is not None:
